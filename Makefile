@@ -1,0 +1,46 @@
+# isorun entry points. `run` and `test` bootstrap the machine first (scripts/setup.sh is idempotent).
+SHELL := /bin/bash
+export PATH := $(HOME)/.local/bin:/usr/local/go/bin:$(PATH)
+export GOTOOLCHAIN ?= auto
+export CGO_ENABLED := 0
+
+AGENT_BIN := agent/bin/isorun-agent
+AGENT_SRC := $(shell find agent -name '*.go' -o -name go.mod -o -name go.sum 2>/dev/null)
+
+.PHONY: setup run test lint test-agent test-py fixtures bench clean agent
+
+setup:
+	@scripts/setup.sh
+
+agent: $(AGENT_BIN)
+
+$(AGENT_BIN): $(AGENT_SRC)
+	cd agent && go build -trimpath -ldflags='-s -w' -o bin/isorun-agent .
+
+# The main job on the embedded default: pull the Python fixture image from a loopback registry,
+# boot it in a microVM and run a command there.
+run: setup
+	@uv run python -m tests.fixtures.demo
+
+lint:
+	uv run ruff check .
+	uv run ruff format --check .
+	uv run mypy
+	cd agent && go vet ./...
+
+test-agent:
+	cd agent && go test ./...
+
+test-py:
+	uv run pytest -q
+
+test: setup lint test-agent test-py
+
+fixtures: setup
+	uv run python -m tests.fixtures.build
+
+bench: setup
+	uv run python bench/boot.py
+
+clean:
+	rm -rf agent/bin

@@ -1,0 +1,3 @@
+module github.com/isorun/isorun/agent
+
+go 1.22
