@@ -217,6 +217,18 @@ class Registry:
         data[offset] ^= 0xFF
         path.write_bytes(bytes(data))
 
+    def tamper_blob(self, digest: str, old: bytes, new: bytes) -> None:
+        """Replace the first `old` in a stored blob with `new` of the same length.
+
+        For manifests: the registry parses them before serving, so flipping a random byte gets
+        a 500 rather than content that fails verification.
+        """
+        assert len(old) == len(new)
+        path = self.blob_path(digest)
+        data = path.read_bytes()
+        assert old in data
+        path.write_bytes(data.replace(old, new, 1))
+
 
 def _config(port: int, storage: Path, auth: dict[str, Any] | None) -> dict[str, Any]:
     config: dict[str, Any] = {

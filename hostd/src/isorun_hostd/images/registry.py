@@ -93,7 +93,10 @@ def transport_policy(
         url = request.url
         if url.scheme == "http" and not plain_http_allowed(url.host, url.port, insecure):
             raise InsecureRegistry(
-                text, registry=url.netloc.decode("ascii"), detail="plain HTTP", url=str(url)
+                text,
+                registry=url.netloc.decode("ascii"),
+                detail="plain HTTP",
+                url=str(url.copy_with(query=None)),
             )
 
     return check
@@ -231,11 +234,13 @@ class RegistryClient:
                 return response
             await response.aclose()
             if retried:
-                who = "the configured credentials" if self.auth.credentials else "anonymous pull"
+                detail = (
+                    "bad credentials (401 after authenticating)"
+                    if self.auth.credentials
+                    else "anonymous pull not allowed (401 after authenticating)"
+                )
                 raise AuthenticationFailed(
-                    self.text,
-                    registry=self.reference.registry,
-                    detail=f"401 Unauthorized for {who} (bad credentials?)",
+                    self.text, registry=self.reference.registry, detail=detail
                 )
             await self.auth.authenticate(self.http, response, self.scope, self.text)
             retried = True

@@ -154,6 +154,19 @@ class _Resolved:
     config: ConfigFile
     chain_id: str
 
+    @property
+    def image_config(self) -> ImageConfig:
+        runtime = self.config.config
+        if runtime is None:
+            return ImageConfig(env=[], entrypoint=None, cmd=None, working_dir="", user="")
+        return ImageConfig(
+            env=list(runtime.env or []),
+            entrypoint=runtime.entrypoint,
+            cmd=runtime.cmd,
+            working_dir=runtime.working_dir,
+            user=runtime.user,
+        )
+
 
 class _Job:
     """A shared unit of work and the progress callbacks of everyone waiting on it."""
@@ -255,7 +268,6 @@ class ImageStore:
                 lambda emit: self._build(reference, resolved, disk_path, emit),
                 progress,
             )
-        runtime = resolved.config.config
         return ImageDisk(
             reference=reference,
             pinned=str(parsed.with_digest(resolved.manifest_digest)),
@@ -263,13 +275,7 @@ class ImageStore:
             chain_id=resolved.chain_id,
             disk_path=disk_path,
             size_bytes=disk_path.stat().st_size,
-            config=ImageConfig(
-                env=list(runtime.env or []) if runtime else [],
-                entrypoint=runtime.entrypoint if runtime else None,
-                cmd=runtime.cmd if runtime else None,
-                working_dir=runtime.working_dir if runtime else "",
-                user=runtime.user if runtime else "",
-            ),
+            config=resolved.image_config,
         )
 
     @contextlib.asynccontextmanager
@@ -406,9 +412,17 @@ class ImageStore:
                 report(0)
                 return await self._fetch_blob(registry, descriptor, report)
 
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(one(i, layer)) for i, layer in enumerate(layers)]
-        return [task.result() for task in tasks]
+        # Every fetch settles before the first error is raised, so a failed pull has nothing
+        # still writing into tmp/ when its caller looks.
+        results = await asyncio.gather(
+            *(one(index, layer) for index, layer in enumerate(layers)), return_exceptions=True
+        )
+        paths: list[Path] = []
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+            paths.append(result)
+        return paths
 
     async def _unpack(
         self, text: str, rootfs: Path, stack: list[Layer], emit: ProgressCallback
@@ -431,14 +445,13 @@ class ImageStore:
             raise
 
     def _write_sidecar(self, text: str, resolved: _Resolved, disk_path: Path) -> None:
-        runtime = resolved.config.config
         sidecar = {
             "format": SIDECAR_FORMAT,
             "reference": text,
             "pinned": str(resolved.reference.with_digest(resolved.manifest_digest)),
             "manifest_digest": resolved.manifest_digest,
             "chain_id": resolved.chain_id,
-            "config": runtime.model_dump(mode="json") if runtime else None,
+            "config": resolved.image_config.model_dump(mode="json"),
             "builder": " ".join(("mkfs.erofs", *MKFS_ARGS)),
         }
         fd, name = tempfile.mkstemp(prefix="doc-", dir=self.tmp)
