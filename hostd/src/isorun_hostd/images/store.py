@@ -6,12 +6,12 @@ pull("python:3.12")
             when present); an index picks linux/amd64; config blob -> diff_ids -> ChainID
   hit?      disks/<chainid>.erofs exists -> done (no layer fetch, unpack or mkfs)
   fetch     layer blobs -> blobs/sha256/<hex>, verified, up to FETCH_CONCURRENCY at a time
-  unpack    layers in order into <scratch>/unpack-*/rootfs (a thread; tmpfs is 4-6x faster)
+  unpack    layers in order into <scratch>/isorun-unpack-*/rootfs (a thread; tmpfs is 4-6x faster)
   disk      mkfs.erofs -> tmp/disk-*.erofs, sidecar JSON, then rename into disks/
 ```
 
-Cache layout under `root` (one `ImageStore` per root; leftovers in `tmp/` from a crash are
-removed when the store opens):
+Cache layout under `root` (one `ImageStore` per root and per scratch directory: leftovers of
+a crash in `tmp/`, and `isorun-unpack-*` in the scratch directory, are removed when it opens):
 
 ```
 blobs/sha256/<hex>              manifests, configs and layers, each verified before its rename
@@ -80,7 +80,9 @@ logger = logging.getLogger(__name__)
 
 SIDECAR_FORMAT = 1
 FETCH_CONCURRENCY = 3
-TMP_PREFIXES = ("blob-", "doc-", "disk-", "unpack-")
+TMP_PREFIXES = ("blob-", "doc-", "disk-")
+# Unique enough for a shared tmpfs such as /dev/shm, where only our own entries may be removed.
+UNPACK_PREFIX = "isorun-unpack-"
 
 PullPhase = Literal["resolve", "fetch", "unpack", "disk"]
 _T = TypeVar("_T")
@@ -220,9 +222,8 @@ class ImageStore:
         self.scratch = scratch_dir or self.tmp
         for directory in (root / "blobs", self.tmp, self.disks, self.scratch):
             directory.mkdir(parents=True, exist_ok=True)
-        _remove_leftovers(self.tmp)
-        if self.scratch != self.tmp:
-            _remove_leftovers(self.scratch)
+        _remove_leftovers(self.tmp, (*TMP_PREFIXES, UNPACK_PREFIX))
+        _remove_leftovers(self.scratch, (UNPACK_PREFIX,))
         self.blobs = BlobStore(root / "blobs", self.tmp)
         self._credentials = dict(credentials or {})
         self._insecure = frozenset(insecure_registries)
@@ -374,7 +375,7 @@ class ImageStore:
         count = len(layers)
         async with self._registry(text, resolved.reference) as registry:
             paths = await self._fetch_layers(text, registry, layers, emit)
-        unpack_dir = Path(tempfile.mkdtemp(prefix="unpack-", dir=self.scratch))
+        unpack_dir = Path(tempfile.mkdtemp(prefix=UNPACK_PREFIX, dir=self.scratch))
         disk_tmp = self.tmp / f"disk-{uuid.uuid4().hex}.erofs"
         try:
             rootfs = unpack_dir / "rootfs"
@@ -497,9 +498,9 @@ def _hex(digest: str) -> str:
     return digest.partition(":")[2]
 
 
-def _remove_leftovers(directory: Path) -> None:
+def _remove_leftovers(directory: Path, prefixes: tuple[str, ...]) -> None:
     for entry in directory.iterdir():
-        if entry.name.startswith(TMP_PREFIXES):
+        if entry.name.startswith(prefixes):
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry, ignore_errors=True)
             else:
