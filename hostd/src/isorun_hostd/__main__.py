@@ -1,0 +1,145 @@
+"""``isorun-hostd``: the developer CLI of the host daemon.
+
+```
+isorun-hostd run IMAGE [options] -- CMD [ARG...]   boot, stream output, exit with CMD's status
+isorun-hostd doctor                                what this host offers VMs, and why
+```
+Exit status of ``run``: the command's own, 128+N when a signal N killed it, 124 when it timed
+out, 125 when isorun itself failed (bad image, VM did not boot); the reason goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from isorun_hostd.agent_channel import Channel, ChannelError, Process
+from isorun_hostd.config import Settings
+from isorun_hostd.images import ImageError, PullProgress
+from isorun_hostd.sandboxes import Runtime
+from isorun_hostd.vm import VMError
+
+EXIT_TIMEOUT = 124
+EXIT_ISORUN_FAILED = 125
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s"
+    )
+    try:
+        status: int = asyncio.run(args.handler(args, Settings()))
+        return status
+    except KeyboardInterrupt:
+        return 128 + signal.SIGINT
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="isorun-hostd", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run a command in a fresh microVM of IMAGE")
+    run.add_argument("image", help="pinned reference: NAME:TAG or NAME@sha256:DIGEST")
+    run.add_argument("command", nargs="+", help="the command and its arguments (after --)")
+    run.add_argument("--vcpus", type=int, default=1)
+    run.add_argument("--mem-mib", type=int, default=256)
+    run.add_argument("--timeout", type=float, default=0, help="seconds; 0 for none")
+    run.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE")
+    run.add_argument("-w", "--workdir")
+    run.add_argument("-u", "--user")
+    run.add_argument("-i", "--interactive", action="store_true", help="forward stdin")
+    run.set_defaults(handler=_run)
+
+    doctor = commands.add_parser("doctor", help="show the accelerator choice and boot files")
+    doctor.set_defaults(handler=_doctor)
+    return parser
+
+
+async def _run(args: argparse.Namespace, settings: Settings) -> int:
+    env = {}
+    for item in args.env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            return _fail(f"--env {item!r} is not KEY=VALUE")
+        env[key] = value
+    runtime = Runtime(settings)
+    try:
+        await runtime.start()
+        sandbox = await runtime.create(
+            args.image, vcpus=args.vcpus, mem_mib=args.mem_mib, progress=_print_progress
+        )
+        process = await sandbox.exec(
+            args.command,
+            env=env,
+            cwd=args.workdir,
+            user=args.user,
+            stdin=args.interactive,
+            timeout_s=args.timeout,
+        )
+        if args.interactive:
+            asyncio.create_task(_bg_forward_stdin(process))  # noqa: RUF006 (ends with the run)
+        async for chunk in process.output():
+            out = sys.stdout.buffer if chunk.channel == Channel.STDOUT else sys.stderr.buffer
+            out.write(chunk.data)
+            out.flush()
+        end = await process.wait()
+    except (ImageError, VMError, ChannelError, ValueError) as exc:
+        return _fail(str(exc))
+    finally:
+        await runtime.aclose()
+    if end.timed_out:
+        print(f"isorun-hostd: command timed out after {args.timeout:g} s", file=sys.stderr)
+        return EXIT_TIMEOUT
+    if end.signal is not None:
+        return 128 + end.signal
+    assert end.exit_code is not None
+    return end.exit_code
+
+
+async def _bg_forward_stdin(process: Process) -> None:
+    loop = asyncio.get_running_loop()
+    try:
+        stdin = sys.stdin.fileno()
+        while data := await loop.run_in_executor(None, os.read, stdin, 65536):
+            await process.write_stdin(data)
+        await process.close_stdin()
+    except ChannelError:
+        return
+
+
+async def _doctor(_args: argparse.Namespace, settings: Settings) -> int:
+    runtime = Runtime(settings)
+    try:
+        await runtime.start()
+    except (VMError, FileNotFoundError) as exc:
+        return _fail(str(exc))
+    caps = runtime.caps
+    boot = runtime.boot
+    print(f"qemu          {caps.qemu_binary} {caps.qemu_version}")
+    print(f"accelerator   {caps.accel.upper()}: {caps.accel_reason}")
+    print(f"guest kernel  {boot.kernel_release} ({boot.kernel})")
+    print(f"initramfs     {boot.initramfs}")
+    print(f"agent         {settings.agent_path}")
+    print(f"state         {settings.state_dir}")
+    print(f"run           {settings.run_dir}")
+    return 0
+
+
+def _print_progress(progress: PullProgress) -> None:
+    print(f"isorun-hostd: {progress}", file=sys.stderr)
+
+
+def _fail(message: str) -> int:
+    print(f"isorun-hostd: error: {message}", file=sys.stderr)
+    return EXIT_ISORUN_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

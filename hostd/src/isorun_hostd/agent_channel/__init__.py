@@ -1,0 +1,24 @@
+"""The host end of the guest agent protocol (spec/agent/protocol.md)."""
+
+from isorun_hostd.agent_channel.channel import AgentChannel, Output, Process
+from isorun_hostd.agent_channel.errors import (
+    AgentError,
+    ChannelClosed,
+    ChannelError,
+    ProtocolViolation,
+)
+from isorun_hostd.agent_channel.protocol import Channel, ExecEnd, ExecRequest, FileStat
+
+__all__ = [
+    "AgentChannel",
+    "AgentError",
+    "Channel",
+    "ChannelClosed",
+    "ChannelError",
+    "ExecEnd",
+    "ExecRequest",
+    "FileStat",
+    "Output",
+    "Process",
+    "ProtocolViolation",
+]

@@ -1,0 +1,181 @@
+"""The agent protocol's constants and message models (spec/agent/protocol.md, version 1).
+
+Every value here is also in ``spec/agent/wire.json``; a test holds the two (and the Go agent's
+copy) together. Replies from the guest are parsed into these models, which is where hostile or
+broken guest input is rejected.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+PROTOCOL_VERSION = 1
+MAGIC = b"ISRN"
+HEADER_BYTES = 20
+MAX_PAYLOAD_BYTES = 1 << 20
+DATA_CHUNK_BYTES = 64 << 10
+INITIAL_WINDOW_BYTES = 256 << 10
+MAX_STREAMS = 1024
+EXIT_TTL_MS = 300_000
+DETACHED_BUFFER_BYTES = 64 << 10
+PORT_NAME = "org.isorun.agent.0"
+
+ERROR_CODES = (
+    "bad_request",
+    "not_found",
+    "permission_denied",
+    "exists",
+    "not_a_directory",
+    "is_a_directory",
+    "not_empty",
+    "spawn_failed",
+    "io_error",
+    "flow_control",
+    "busy",
+    "detached",
+    "internal",
+)
+
+
+class FrameType(IntEnum):
+    """Frame type codes (protocol.md section 2)."""
+
+    HELLO = 1
+    REQUEST = 2
+    REPLY = 3
+    EVENT = 4
+    DATA = 5
+    EOF = 6
+    CREDIT = 7
+    ERROR = 8
+    CANCEL = 9
+
+
+class Channel(IntEnum):
+    """The ``flags`` of DATA and EOF frames."""
+
+    INPUT = 0
+    STDOUT = 1
+    STDERR = 2
+
+
+class _Guest(BaseModel):
+    """A message from the guest: unknown fields are ignored, wrong types rejected."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
+
+
+class Empty(_Guest):
+    """A reply that carries nothing (``{}``)."""
+
+
+class HelloReply(_Guest):
+    session: str
+    protocol: int
+    agent_version: str = Field(max_length=64)
+
+
+class ErrorReply(_Guest):
+    code: str = Field(max_length=64)
+    message: str = Field(max_length=4096)
+
+
+class StartEvent(_Guest):
+    """protocol.md 5.2: the process has started."""
+
+    event: Literal["start"]
+    pid: int = Field(gt=0)
+
+
+class ExecEnd(_Guest):
+    """protocol.md 5.2: how a process ended."""
+
+    exit_code: int | None = Field(default=None, ge=0, le=255)
+    signal: int | None = Field(default=None, gt=0, lt=128)
+    timed_out: bool = False
+    duration_ms: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _one_outcome(self) -> ExecEnd:
+        if (self.exit_code is None) == (self.signal is None):
+            raise ValueError("exactly one of exit_code and signal must be set")
+        return self
+
+
+class FileStat(_Guest):
+    """protocol.md 5.5: a stat object."""
+
+    name: str = Field(max_length=4096)
+    path: str = Field(max_length=4096)
+    type: Literal["file", "dir", "symlink", "other"]
+    size: int = Field(ge=0)
+    mode: int = Field(ge=0, le=0o7777)
+    uid: int = Field(ge=0)
+    gid: int = Field(ge=0)
+    mtime_ms: int
+    link_target: str | None = Field(default=None, max_length=4096)
+
+
+class StatEvent(FileStat):
+    event: Literal["stat"]
+
+
+class Listing(_Guest):
+    entries: list[FileStat]
+
+
+class ByteCount(_Guest):
+    bytes: int = Field(ge=0)
+
+
+class ProcessInfo(_Guest):
+    pid: int = Field(gt=0)
+    tag: str | None = Field(default=None, max_length=256)
+    argv: list[str] = Field(max_length=4096)
+    running: bool
+    exit_code: int | None = None
+    signal: int | None = None
+
+
+class ProcessList(_Guest):
+    processes: list[ProcessInfo]
+
+
+class Health(_Guest):
+    ok: bool
+    uptime_ms: int = Field(ge=0)
+    processes: int = Field(ge=0)
+
+
+class VersionReply(_Guest):
+    agent_version: str = Field(max_length=64)
+    protocol: int
+
+
+class ExecRequest(BaseModel):
+    """protocol.md 5.2: what to run. Exactly one of ``argv`` and ``shell``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    argv: list[str] | None = None
+    shell: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str = "/"
+    user: str = "root"
+    stdin: bool = False
+    timeout_ms: int = Field(default=0, ge=0)
+    tag: str | None = None
+
+    @model_validator(mode="after")
+    def _one_command(self) -> ExecRequest:
+        if (self.argv is None) == (self.shell is None):
+            raise ValueError("give exactly one of argv and shell")
+        if self.argv is not None and not self.argv:
+            raise ValueError("argv must not be empty")
+        return self
+
+    def payload(self) -> dict[str, object]:
+        return {"op": "exec", **self.model_dump(exclude_none=True)}

@@ -1,0 +1,170 @@
+"""Sandboxes: an OCI image booted in a microVM, with the image's defaults applied to every exec.
+
+```
+Runtime.start()    boot files (kernel ELF + initramfs) ─► host capabilities (KVM or TCG)
+Runtime.create()   refuse floating tags ─► pull image (erofs disk, cached) ─► MicroVM.start()
+Sandbox.exec()     image Env/WorkingDir/User merged under the request ─► agent exec stream
+Runtime.aclose()   destroy every sandbox: no QEMU, socket or run folder survives
+```
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Callable
+from typing import Literal
+
+from isorun_hostd.agent_channel import AgentChannel, ExecRequest, Process
+from isorun_hostd.config import Settings
+from isorun_hostd.images import (
+    ImageDisk,
+    ImageStore,
+    PullProgress,
+    RegistryCredentials,
+    refuse_floating,
+)
+from isorun_hostd.vm import HostCapabilities, MicroVM, VMSpec, bootfiles
+from isorun_hostd.vm.probe import host_capabilities
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class Sandbox:
+    """A running sandbox: files and processes go through ``channel``; exec adds image defaults."""
+
+    def __init__(self, sandbox_id: str, image: ImageDisk, vm: MicroVM) -> None:
+        self.id = sandbox_id
+        self.image = image
+        self.vm = vm
+
+    @property
+    def channel(self) -> AgentChannel:
+        return self.vm.channel
+
+    def exec_request(
+        self,
+        command: list[str] | str,
+        *,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        user: str | None = None,
+        stdin: bool = False,
+        timeout_s: float = 0,
+    ) -> ExecRequest:
+        """An exec request with the image's Env, WorkingDir and User under the caller's values."""
+        config = self.image.config
+        merged = dict(item.split("=", 1) for item in config.env if "=" in item)
+        merged.setdefault("PATH", DEFAULT_PATH)
+        merged.setdefault("HOSTNAME", self.vm.spec.hostname)
+        merged.update(env or {})
+        return ExecRequest(
+            argv=command if isinstance(command, list) else None,
+            shell=command if isinstance(command, str) else None,
+            env=merged,
+            cwd=cwd or config.working_dir or "/",
+            user=user or config.user or "root",
+            stdin=stdin,
+            timeout_ms=round(timeout_s * 1000),
+        )
+
+    async def exec(
+        self,
+        command: list[str] | str,
+        *,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        user: str | None = None,
+        stdin: bool = False,
+        timeout_s: float = 0,
+    ) -> Process:
+        """Start a process: an argv list, or a string for ``/bin/sh -c``."""
+        request = self.exec_request(
+            command, env=env, cwd=cwd, user=user, stdin=stdin, timeout_s=timeout_s
+        )
+        return await self.channel.exec(request)
+
+
+class Runtime:
+    """Owns the boot files, the host capabilities, the image store and every live sandbox."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.images = ImageStore(
+            settings.images_dir,
+            credentials={
+                host: RegistryCredentials(username=login.username, password=login.password)
+                for host, login in settings.registry_logins.items()
+            },
+            insecure_registries=settings.insecure_registries,
+        )
+        self._boot: bootfiles.BootFiles | None = None
+        self._caps: HostCapabilities | None = None
+        self._sandboxes: dict[str, Sandbox] = {}
+
+    @property
+    def boot(self) -> bootfiles.BootFiles:
+        assert self._boot is not None, "Runtime.start() first"
+        return self._boot
+
+    @property
+    def caps(self) -> HostCapabilities:
+        assert self._caps is not None, "Runtime.start() first"
+        return self._caps
+
+    async def start(self) -> None:
+        """Prepare the boot files and probe the host.
+
+        Raises:
+            BootFilesError: the kernel, its modules or the agent binary is missing.
+            FileNotFoundError: QEMU is not installed.
+        """
+        s = self.settings
+        self._boot = await asyncio.to_thread(
+            bootfiles.prepare, s.boot_dir, s.agent_path, s.kernel_path, s.modules_dir
+        )
+        forced: Literal["kvm", "tcg"] | None = None if s.accel == "auto" else s.accel
+        self._caps = await host_capabilities(
+            s.qemu_binary, self._boot, s.run_dir, s.state_dir / "accel.json", forced
+        )
+        log.info("accelerator %s: %s", self._caps.accel, self._caps.accel_reason)
+
+    async def create(
+        self,
+        image: str,
+        *,
+        vcpus: int = 1,
+        mem_mib: int = 256,
+        progress: Callable[[PullProgress], None] | None = None,
+    ) -> Sandbox:
+        """Pull ``image`` and boot a sandbox from it.
+
+        Raises:
+            ImageError: the reference is floating or invalid, or the pull failed.
+            VMError: the VM did not boot. Nothing is left behind in either case.
+        """
+        assert self._boot is not None, "Runtime.start() first"
+        refuse_floating(image)
+        disk = await self.images.pull(image, progress=progress)
+        sandbox_id = f"sb-{secrets.token_hex(6)}"
+        spec = VMSpec(
+            sandbox_id, vcpus=vcpus, mem_mib=mem_mib, disk=disk.disk_path, hostname=sandbox_id
+        )
+        vm = MicroVM(spec, self.caps, self._boot, self.settings.run_dir)
+        await vm.start(timeout_s=self.settings.boot_timeout_s)
+        sandbox = Sandbox(sandbox_id, disk, vm)
+        self._sandboxes[sandbox_id] = sandbox
+        return sandbox
+
+    async def destroy(self, sandbox: Sandbox) -> None:
+        self._sandboxes.pop(sandbox.id, None)
+        await sandbox.vm.destroy()
+
+    async def aclose(self) -> None:
+        """Destroy every sandbox this runtime started."""
+        sandboxes = list(self._sandboxes.values())
+        self._sandboxes.clear()
+        await asyncio.gather(*(s.vm.destroy() for s in sandboxes), return_exceptions=True)

@@ -1,0 +1,151 @@
+"""One microVM: its run folder, its QEMU process, its QMP session and its agent channel.
+
+```
+start():  mkdir run/<id> ─► QEMU ─► QMP up ─► agent handshake ─► RUNNING
+             any failure on the way ─► destroy() ─► error naming the cause (QEMU log, console)
+destroy(): close channel ─► QMP quit (or SIGKILL) ─► reap ─► rm -r run/<id>      idempotent
+```
+Nothing a VM creates lives outside its run folder (the image disk is shared and read-only), so
+removing that folder after the process is reaped leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import time
+from pathlib import Path
+
+from qemu.qmp import QMPError
+
+from isorun_hostd.agent_channel import AgentChannel, ChannelError
+from isorun_hostd.vm import process
+from isorun_hostd.vm.bootfiles import BootFiles
+from isorun_hostd.vm.capabilities import HostCapabilities
+from isorun_hostd.vm.cmdline import RunPaths, VMSpec, build_argv
+from isorun_hostd.vm.errors import BootTimeout, LaunchError
+from isorun_hostd.vm.qmp import QMP
+from isorun_hostd.vm.state import StateMachine, VMState
+
+log = logging.getLogger(__name__)
+
+QUIT_WAIT_S = 1.0
+QMP_CONNECT_TIMEOUT_S = 10.0
+
+
+class MicroVM:
+    """A QEMU microVM with the isorun agent as PID 1.
+
+    Example:
+        vm = MicroVM(VMSpec("vm-1", disk=disk), caps, boot_files, run_root)
+        await vm.start(timeout_s=60)
+        process = await vm.channel.exec(ExecRequest(argv=["true"]))
+        await vm.destroy()
+    """
+
+    def __init__(
+        self, spec: VMSpec, caps: HostCapabilities, boot: BootFiles, run_root: Path
+    ) -> None:
+        self.spec = spec
+        self.caps = caps
+        self.paths = RunPaths(run_root / spec.vm_id)
+        self._argv = build_argv(spec, caps, boot, self.paths)
+        self.state = StateMachine(spec.vm_id)
+        self._process: asyncio.subprocess.Process | None = None
+        self._qmp: QMP | None = None
+        self._channel: AgentChannel | None = None
+        self.boot_ms = 0.0
+
+    @property
+    def channel(self) -> AgentChannel:
+        self.state.require(VMState.RUNNING)
+        assert self._channel is not None
+        return self._channel
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    async def start(self, *, timeout_s: float) -> None:
+        """Boot and wait for the agent.
+
+        Raises:
+            LaunchError: QEMU failed or exited while booting.
+            BootTimeout: the agent did not answer in time.
+        Either way, nothing of the VM is left behind.
+        """
+        self.state.move(VMState.BOOTING)
+        started = time.perf_counter()
+        try:
+            self.paths.root.mkdir(parents=True, exist_ok=False)
+            self._process = await process.launch(self._argv, self.paths.root / "qemu.log")
+            self._qmp = QMP(self.spec.vm_id)
+            await asyncio.wait_for(
+                self._qmp.connect(self.paths.qmp, self._process), QMP_CONNECT_TIMEOUT_S
+            )
+            self._channel = await self._connect_agent(timeout_s)
+        except BaseException as exc:
+            error = self._boot_error(exc, timeout_s)
+            self.state.move(VMState.FAILED)
+            await self.destroy()
+            if error is exc:
+                raise
+            raise error from exc
+        self.boot_ms = (time.perf_counter() - started) * 1000
+        self.state.move(VMState.RUNNING)
+
+    async def _connect_agent(self, timeout_s: float) -> AgentChannel:
+        assert self._process is not None
+        deadline = time.monotonic() + timeout_s
+        while not self.paths.agent.exists():
+            if self._process.returncode is not None:
+                raise LaunchError(f"QEMU exited with status {self._process.returncode}")
+            await asyncio.sleep(0.005)
+        remaining = max(0.1, deadline - time.monotonic())
+        return await AgentChannel.connect(self.paths.agent, timeout_s=remaining)
+
+    def _boot_error(self, exc: BaseException, timeout_s: float) -> BaseException:
+        vm_id = self.spec.vm_id
+        if isinstance(exc, TimeoutError):
+            console = process.tail(self.paths.console)
+            return BootTimeout(
+                f"VM {vm_id}: the guest agent did not answer within {timeout_s:g} s; "
+                f"last console lines:\n{console or '(none)'}"
+            )
+        if isinstance(exc, LaunchError | ChannelError | OSError | QMPError):
+            qemu_log = process.tail(self.paths.root / "qemu.log")
+            console = process.tail(self.paths.console)
+            return LaunchError(
+                f"QEMU failed for VM {vm_id}: {exc}\n"
+                f"qemu: {qemu_log or '(no output)'}\nconsole: {console or '(none)'}"
+            )
+        return exc
+
+    async def destroy(self) -> None:
+        """Stop the VM and remove its run folder. Safe to call in any state, and again."""
+        if self.state.state in (VMState.STOPPING, VMState.STOPPED):
+            return
+        self.state.move(VMState.STOPPING)
+        if self._channel is not None:
+            await self._channel.aclose()
+        if self._qmp is not None:
+            await self._quit(self._qmp)
+        if self._process is not None:
+            await process.kill(self._process)
+        shutil.rmtree(self.paths.root, ignore_errors=True)
+        self.state.move(VMState.STOPPED)
+
+    async def _quit(self, qmp: QMP) -> None:
+        with contextlib.suppress(QMPError, OSError, asyncio.TimeoutError, EOFError):
+            await asyncio.wait_for(qmp.execute("quit"), QUIT_WAIT_S)
+        with contextlib.suppress(QMPError, OSError, asyncio.TimeoutError, EOFError):
+            await asyncio.wait_for(qmp.close(), QUIT_WAIT_S)
+
+    async def query_status(self) -> str:
+        """QEMU's run state (``running``, ``paused``, ...)."""
+        self.state.require(VMState.RUNNING)
+        assert self._qmp is not None
+        reply = await self._qmp.execute("query-status")
+        return str(reply["status"])

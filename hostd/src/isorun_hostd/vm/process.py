@@ -1,0 +1,52 @@
+"""Starting and stopping the QEMU process of one VM.
+
+QEMU is started with ``PR_SET_PDEATHSIG=SIGKILL`` so that it dies with hostd even when hostd
+itself is killed, and in its own session so a terminal's Ctrl-C reaches hostd, which then tears
+VMs down in order. Its stderr goes to ``qemu.log`` in the run folder, which error messages quote.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import signal
+from pathlib import Path
+
+_PR_SET_PDEATHSIG = 1
+KILL_WAIT_S = 5.0
+
+
+def _die_with_parent() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+async def launch(argv: list[str], log_path: Path) -> asyncio.subprocess.Process:
+    """Start QEMU. Raises OSError if the binary cannot be executed."""
+    with log_path.open("ab") as log:
+        return await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+
+
+async def kill(process: asyncio.subprocess.Process) -> None:
+    """SIGKILL QEMU and reap it."""
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.send_signal(signal.SIGKILL)
+    await asyncio.wait_for(process.wait(), KILL_WAIT_S)
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    """The last lines of a log file, for error messages."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.strip().splitlines()[-lines:])

@@ -1,0 +1,42 @@
+"""The one module that speaks QMP, through ``qemu.qmp.QMPClient``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from qemu.qmp import QMPClient
+
+from isorun_hostd.vm.errors import LaunchError
+
+CONNECT_POLL_S = 0.005
+
+logging.getLogger("qemu.qmp").setLevel(logging.WARNING)
+
+
+class QMP:
+    """A QMP session with one VM's QEMU."""
+
+    def __init__(self, vm_id: str) -> None:
+        self._vm_id = vm_id
+        self._client = QMPClient(vm_id)
+
+    async def connect(self, socket_path: Path, process: asyncio.subprocess.Process) -> None:
+        """Connect once QEMU has created its socket.
+
+        Raises:
+            LaunchError: QEMU exited first.
+        """
+        while not socket_path.exists():
+            if process.returncode is not None:
+                raise LaunchError(f"QEMU exited with status {process.returncode} before QMP was up")
+            await asyncio.sleep(CONNECT_POLL_S)
+        await self._client.connect(str(socket_path))
+
+    async def execute(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
+        return await self._client.execute(command, arguments)
+
+    async def close(self) -> None:
+        await self._client.disconnect()
