@@ -40,7 +40,7 @@ fixtures: setup
 	uv run python -m tests.fixtures.build
 
 bench: setup
-	uv run python bench/boot.py
+	uv run python -m bench.boot
 
 clean:
 	rm -rf agent/bin

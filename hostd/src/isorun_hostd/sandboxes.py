@@ -115,6 +115,11 @@ class Runtime:
         assert self._caps is not None, "Runtime.start() first"
         return self._caps
 
+    @property
+    def sandboxes(self) -> list[Sandbox]:
+        """The sandboxes alive now."""
+        return list(self._sandboxes.values())
+
     async def start(self) -> None:
         """Prepare the boot files and probe the host.
 
