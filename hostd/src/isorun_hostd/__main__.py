@@ -73,7 +73,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
     try:
         await runtime.start()
         sandbox = await runtime.create(
-            args.image, vcpus=args.vcpus, mem_mib=args.mem_mib, progress=_print_progress
+            args.image, vcpus=args.vcpus, mem_mib=args.mem_mib, progress=_ProgressPrinter()
         )
         process = await sandbox.exec(
             args.command,
@@ -132,8 +132,21 @@ async def _doctor(_args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _print_progress(progress: PullProgress) -> None:
-    print(f"isorun-hostd: {progress}", file=sys.stderr)
+class _ProgressPrinter:
+    """Prints a line per phase and layer, and at each quarter of a layer's bytes."""
+
+    def __init__(self) -> None:
+        self._last: tuple[str, int | None, int] | None = None
+
+    def __call__(self, p: PullProgress) -> None:
+        quarter = p.bytes_done * 4 // p.bytes_total if p.bytes_total else 0
+        key = (p.phase, p.layer_index, quarter)
+        if key == self._last:
+            return
+        self._last = key
+        where = f" layer {p.layer_index + 1}/{p.layer_count}" if p.layer_index is not None else ""
+        amount = f" {p.bytes_done / 1e6:.1f}/{p.bytes_total / 1e6:.1f} MB" if p.bytes_total else ""
+        print(f"isorun-hostd: {p.phase}{where}{amount}", file=sys.stderr)
 
 
 def _fail(message: str) -> int:
