@@ -297,3 +297,27 @@ func trunc(b []byte) string {
 	}
 	return string(b)
 }
+
+// SendAll sends p on channel 0 as fast as the agent's credit allows, then EOF. It stops early,
+// leaving the frame for Collect, when the agent sends anything but CREDIT (an ERROR).
+func (cv *Conv) SendAll(p []byte) {
+	cv.c.t.Helper()
+	credit := spec.InitialWindowBytes
+	for len(p) > 0 {
+		for credit == 0 {
+			f := cv.Next()
+			if f.Type != spec.TypeCredit {
+				cv.mu.Lock()
+				cv.q = append([]channel.Frame{f}, cv.q...)
+				cv.mu.Unlock()
+				return
+			}
+			credit += int(binary.BigEndian.Uint32(f.Payload))
+		}
+		n := min(credit, spec.DataChunkBytes, len(p))
+		cv.Send(p[:n])
+		p = p[n:]
+		credit -= n
+	}
+	cv.EOF()
+}
