@@ -64,8 +64,10 @@ func NewSession(r io.Reader, w io.Writer, logger *log.Logger, handlers map[strin
 		log:        logger,
 		handlers:   handlers,
 		RetryDelay: 10 * time.Millisecond,
-		out:        make(chan outFrame, 256),
-		streams:    make(map[uint32]*Stream),
+		// Small on purpose: frames of an old epoch still queued when a new host connects before
+		// its HELLO is read reach that host, and this bounds them.
+		out:     make(chan outFrame, 64),
+		streams: make(map[uint32]*Stream),
 	}
 }
 

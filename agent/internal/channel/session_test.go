@@ -111,7 +111,7 @@ func TestInboundCreditAndFlowControl(t *testing.T) {
 		t.Fatalf("sink: %v", r)
 	}
 
-	over := c.Open(map[string]any{"op": "sink"})
+	over := c.Open(map[string]any{"op": "block"}) // never consumes, so never grants
 	over.Send(make([]byte, spec.InitialWindowBytes))
 	over.Send([]byte("one too many"))
 	if r := over.Collect(false); r.Code() != spec.CodeFlowControl {

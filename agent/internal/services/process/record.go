@@ -28,6 +28,7 @@ type Process struct {
 	status   unix.WaitStatus
 	ended    time.Time
 	timedOut bool
+	timer    *time.Timer   // the timeout_ms timer, stopped at exit
 	sub      *subscription // the attached stream, nil while detached
 	stdin    *os.File      // write end of stdin when piped; closed when its stream goes
 }
@@ -61,6 +62,9 @@ func (p *Process) onExit(ws unix.WaitStatus, at time.Time) {
 	p.exited = true
 	p.status = ws
 	p.ended = at
+	if p.timer != nil {
+		p.timer.Stop()
+	}
 	p.notifyLocked()
 	p.mu.Unlock()
 	for _, f := range p.outputs {

@@ -192,7 +192,11 @@ func (s *Service) spawn(r *execRequest) (*Process, error) {
 	s.mu.Unlock()
 
 	if r.timeout > 0 {
-		time.AfterFunc(r.timeout, p.onTimeout)
+		p.mu.Lock()
+		if !p.exited {
+			p.timer = time.AfterFunc(r.timeout, p.onTimeout)
+		}
+		p.mu.Unlock()
 	}
 	channel.Go(s.log, "stdout pump", func() { p.bgPump(outR, spec.ChannelStdout) }, nil)
 	channel.Go(s.log, "stderr pump", func() { p.bgPump(errR, spec.ChannelStderr) }, nil)
