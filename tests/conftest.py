@@ -41,7 +41,7 @@ async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
     await rt.aclose()
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def python_ref(registry: Registry) -> str:
     return registry.ref(PYTHON_IMAGE)
 

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 from isorun_hostd.agent_channel import AgentError
-from isorun_hostd.agent_channel.protocol import Empty, FileStat, Listing
+from isorun_hostd.agent_channel.protocol import Empty, FileStat
 from isorun_hostd.sandboxes import Runtime, Sandbox
 
 from tests.framework.registry import Registry
@@ -56,8 +56,8 @@ async def test_mkdir_list_stat_chmod_rename_remove(sandbox: Sandbox) -> None:
     stat = await ch.call("stat", FileStat, path="/work/a/b/f.txt")
     assert (stat.type, stat.size, stat.mode) == ("file", 5, 0o751)
     await ch.call("rename", Empty, src="/work/a/b/f.txt", dst="/work/a/g.txt")
-    listing = await ch.call("list", Listing, path="/work/a")
-    assert [(e.name, e.type) for e in listing.entries] == [("b", "dir"), ("g.txt", "file")]
+    listing = await ch.list_dir("/work/a")
+    assert [(e.name, e.type) for e in listing] == [("b", "dir"), ("g.txt", "file")]
     with pytest.raises(AgentError) as info:
         await ch.call("remove", Empty, path="/work/a")
     assert info.value.code == "not_empty"
@@ -78,8 +78,8 @@ async def test_write_with_parents_and_append(sandbox: Sandbox) -> None:
 async def test_whiteout_image_hides_deleted_files(runtime: Runtime, registry: Registry) -> None:
     sb = await runtime.create(registry.ref("whiteout:1.0"))
     try:
-        listing = await sb.channel.call("list", Listing, path="/opt/data")
-        assert [e.name for e in listing.entries] == ["added.txt", "keep.txt"]
+        listing = await sb.channel.list_dir("/opt/data")
+        assert [e.name for e in listing] == ["added.txt", "keep.txt"]
         with pytest.raises(AgentError) as info:
             await sb.channel.call("stat", FileStat, path="/opt/data/deleteme.txt")
         assert info.value.code == "not_found"

@@ -43,17 +43,21 @@ from isorun_hostd.agent_channel.errors import (
 from isorun_hostd.agent_channel.framing import Decoder, Frame, FramingError, encode
 from isorun_hostd.agent_channel.protocol import (
     DATA_CHUNK_BYTES,
+    HEADER_BYTES,
     INITIAL_WINDOW_BYTES,
     MAX_PAYLOAD_BYTES,
     PROTOCOL_VERSION,
     ByteCount,
     Channel,
     Empty,
+    EntriesEvent,
     ErrorReply,
     ExecEnd,
     ExecRequest,
+    FileStat,
     FrameType,
     HelloReply,
+    Listing,
     StartEvent,
     StatEvent,
 )
@@ -147,11 +151,16 @@ class AgentChannel:
         self.agent_version = ""
 
     @classmethod
-    async def connect(cls, socket_path: Path, *, timeout_s: float) -> AgentChannel:
+    async def connect(
+        cls, socket_path: Path, *, timeout_s: float, reconnect: bool = False
+    ) -> AgentChannel:
         """Connect to the agent's socket and complete the handshake.
 
         The socket accepts before the guest has booted; the HELLO waits in QEMU until the agent
-        opens its port, so the handshake completing is what "agent ready" means.
+        opens its port, so the handshake completing is what "agent ready" means. ``reconnect``
+        says the guest has had a host before (hostd restart, restore, fork): the HELLO is then
+        preceded by a flush that completes any frame an earlier host left half-sent
+        (protocol.md section 3, item 4).
 
         Raises:
             ChannelClosed: the socket closed before the agent answered.
@@ -161,14 +170,16 @@ class AgentChannel:
         reader, writer = await asyncio.open_unix_connection(str(socket_path))
         channel = cls(reader, writer)
         try:
-            await asyncio.wait_for(channel._handshake(), timeout_s)
+            await asyncio.wait_for(channel._handshake(flush=reconnect), timeout_s)
         except BaseException:
             await channel.aclose()
             raise
         return channel
 
-    async def _handshake(self) -> None:
+    async def _handshake(self, *, flush: bool) -> None:
         hello = {"session": self._session, "protocol": PROTOCOL_VERSION}
+        if flush:
+            self._writer.write(bytes(HEADER_BYTES + MAX_PAYLOAD_BYTES))
         self._writer.write(encode(FrameType.HELLO, 0, json.dumps(hello).encode()))
         await self._writer.drain()
         reply = await self._hello
@@ -201,6 +212,21 @@ class AgentChannel:
         stream = await self._open(op, {"op": op, **fields})
         try:
             return await stream.expect(model, FrameType.REPLY)
+        finally:
+            self._forget(stream)
+
+    async def list_dir(self, path: str) -> list[FileStat]:
+        """A folder's entries sorted by name; large listings arrive in several frames."""
+        stream = await self._open("list", {"op": "list", "path": path})
+        entries: list[FileStat] = []
+        try:
+            while True:
+                frame = await stream.next()
+                if frame.type == FrameType.EVENT:
+                    entries += stream.decode(frame, EntriesEvent, FrameType.EVENT).entries
+                else:
+                    entries += stream.decode(frame, Listing, FrameType.REPLY).entries
+                    return entries
         finally:
             self._forget(stream)
 

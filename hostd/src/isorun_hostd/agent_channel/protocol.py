@@ -127,6 +127,13 @@ class Listing(_Guest):
     entries: list[FileStat]
 
 
+class EntriesEvent(_Guest):
+    """protocol.md 5.5: the leading entries of a listing too large for one frame."""
+
+    event: Literal["entries"]
+    entries: list[FileStat]
+
+
 class ByteCount(_Guest):
     bytes: int = Field(ge=0)
 

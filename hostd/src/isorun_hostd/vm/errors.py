@@ -21,7 +21,12 @@ class BootFilesError(VMError):
 
 
 class LaunchError(VMError):
-    """QEMU failed for VM {vm_id}: {detail}."""
+    """QEMU failed for VM {vm_id}: {detail}.
+
+    ``qemu_log`` holds the end of what QEMU printed, when it printed anything.
+    """
+
+    qemu_log = ""
 
 
 class BootTimeout(VMError):

@@ -117,10 +117,12 @@ class MicroVM:
         if isinstance(exc, LaunchError | ChannelError | OSError | QMPError):
             qemu_log = process.tail(self.paths.root / "qemu.log")
             console = process.tail(self.paths.console)
-            return LaunchError(
+            error = LaunchError(
                 f"QEMU failed for VM {vm_id}: {exc}\n"
                 f"qemu: {qemu_log or '(no output)'}\nconsole: {console or '(none)'}"
             )
+            error.qemu_log = qemu_log
+            return error
         return exc
 
     async def destroy(self) -> None:

@@ -18,7 +18,7 @@ from isorun_hostd.vm.capabilities import (
     tsc_khz,
 )
 from isorun_hostd.vm.cmdline import VMSpec
-from isorun_hostd.vm.errors import VMError
+from isorun_hostd.vm.errors import LaunchError, VMError
 from isorun_hostd.vm.machine import MicroVM
 
 log = logging.getLogger(__name__)
@@ -60,9 +60,11 @@ async def _probe(kvm: HostCapabilities, boot: BootFiles, run_root: Path) -> tupl
     vm = MicroVM(VMSpec(f"probe-{secrets.token_hex(4)}"), kvm, boot, run_root)
     try:
         await vm.start(timeout_s=PROBE_TIMEOUT_S)
+    except LaunchError as exc:
+        said = exc.qemu_log.splitlines()[0] if exc.qemu_log else str(exc).splitlines()[0]
+        return "tcg", f"a stock guest kernel did not boot on /dev/kvm (QEMU: {said})"
     except VMError as exc:
-        first_line = str(exc).splitlines()[0]
-        return "tcg", f"a stock guest kernel did not boot on /dev/kvm ({first_line})"
+        return "tcg", f"a stock guest kernel did not boot on /dev/kvm ({str(exc).splitlines()[0]})"
     finally:
         await vm.destroy()
     return "kvm", f"a stock guest booted on /dev/kvm in {vm.boot_ms:.0f} ms"

@@ -13,7 +13,8 @@ from isorun_hostd.vm.errors import LaunchError
 
 CONNECT_POLL_S = 0.005
 
-logging.getLogger("qemu.qmp").setLevel(logging.WARNING)
+# qemu.qmp logs a failed negotiation at ERROR; the caller reports it with QEMU's own words.
+logging.getLogger("qemu.qmp").setLevel(logging.CRITICAL)
 
 
 class QMP:
