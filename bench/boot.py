@@ -110,9 +110,10 @@ def main() -> int:
     parser.add_argument("--execs", type=int, default=200)
     parser.add_argument("--json", type=Path, default=Path("bench/results/boot.json"))
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="isorun-bench-") as tmp, registry_with_fixtures(
-        python=True
-    ) as registry:
+    with (
+        tempfile.TemporaryDirectory(prefix="isorun-bench-") as tmp,
+        registry_with_fixtures(python=True) as registry,
+    ):
         settings = Settings(state_dir=Path(tmp) / "state", run_dir=Path(tmp) / "run")
         result = asyncio.run(measure(registry.ref(IMAGE), settings, args.boots, args.execs))
     print_table(result)
