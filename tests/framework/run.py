@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from isorun_hostd.agent_channel import Channel, ExecEnd, Process
-from isorun_hostd.sandboxes import Sandbox
+from isorun_hostd.sandboxes import ExecOptions, Sandbox
+from typing_extensions import Unpack
 
 
 @dataclass(frozen=True)
@@ -26,5 +27,5 @@ async def collect(process: Process) -> Result:
     return Result(await process.wait(), bytes(out[Channel.STDOUT]), bytes(out[Channel.STDERR]))
 
 
-async def run(sandbox: Sandbox, command: list[str] | str, **options: object) -> Result:
-    return await collect(await sandbox.exec(command, **options))  # type: ignore[arg-type]
+async def run(sandbox: Sandbox, command: list[str] | str, **options: Unpack[ExecOptions]) -> Result:
+    return await collect(await sandbox.exec(command, **options))

@@ -14,7 +14,9 @@ import asyncio
 import logging
 import secrets
 from collections.abc import Callable
-from typing import Literal
+from typing import Literal, TypedDict
+
+from typing_extensions import Unpack
 
 from isorun_hostd.agent_channel import AgentChannel, ExecRequest, Process
 from isorun_hostd.config import Settings
@@ -29,6 +31,17 @@ from isorun_hostd.vm import HostCapabilities, MicroVM, VMSpec, bootfiles
 from isorun_hostd.vm.probe import host_capabilities
 
 log = logging.getLogger(__name__)
+
+
+class ExecOptions(TypedDict, total=False):
+    """Per-exec options; each one left out falls back to the image's default."""
+
+    env: dict[str, str]
+    cwd: str
+    user: str
+    stdin: bool
+    timeout_s: float
+
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -45,47 +58,26 @@ class Sandbox:
     def channel(self) -> AgentChannel:
         return self.vm.channel
 
-    def exec_request(
-        self,
-        command: list[str] | str,
-        *,
-        env: dict[str, str] | None = None,
-        cwd: str | None = None,
-        user: str | None = None,
-        stdin: bool = False,
-        timeout_s: float = 0,
-    ) -> ExecRequest:
+    def exec_request(self, command: list[str] | str, **options: Unpack[ExecOptions]) -> ExecRequest:
         """An exec request with the image's Env, WorkingDir and User under the caller's values."""
         config = self.image.config
-        merged = dict(item.split("=", 1) for item in config.env if "=" in item)
-        merged.setdefault("PATH", DEFAULT_PATH)
-        merged.setdefault("HOSTNAME", self.vm.spec.hostname)
-        merged.update(env or {})
+        env = dict(item.split("=", 1) for item in config.env if "=" in item)
+        env.setdefault("PATH", DEFAULT_PATH)
+        env.setdefault("HOSTNAME", self.vm.spec.hostname)
+        env.update(options.get("env") or {})
         return ExecRequest(
             argv=command if isinstance(command, list) else None,
             shell=command if isinstance(command, str) else None,
-            env=merged,
-            cwd=cwd or config.working_dir or "/",
-            user=user or config.user or "root",
-            stdin=stdin,
-            timeout_ms=round(timeout_s * 1000),
+            env=env,
+            cwd=options.get("cwd") or config.working_dir or "/",
+            user=options.get("user") or config.user or "root",
+            stdin=options.get("stdin", False),
+            timeout_ms=round(options.get("timeout_s", 0) * 1000),
         )
 
-    async def exec(
-        self,
-        command: list[str] | str,
-        *,
-        env: dict[str, str] | None = None,
-        cwd: str | None = None,
-        user: str | None = None,
-        stdin: bool = False,
-        timeout_s: float = 0,
-    ) -> Process:
+    async def exec(self, command: list[str] | str, **options: Unpack[ExecOptions]) -> Process:
         """Start a process: an argv list, or a string for ``/bin/sh -c``."""
-        request = self.exec_request(
-            command, env=env, cwd=cwd, user=user, stdin=stdin, timeout_s=timeout_s
-        )
-        return await self.channel.exec(request)
+        return await self.channel.exec(self.exec_request(command, **options))
 
 
 class Runtime:

@@ -237,37 +237,21 @@ class AgentChannel:
             AgentError: it could not be started (``spawn_failed``, ``not_found``, ...).
             ChannelClosed, ProtocolViolation: the channel broke.
         """
-        stream = await self._open("exec", request.payload())
-        try:
-            start = await stream.expect(StartEvent, FrameType.EVENT)
-        except BaseException:
-            self._forget(stream)
-            raise
+        stream, start = await self._open_until(StartEvent, "exec", request.payload())
         return Process(stream, start.pid)
 
     async def attach(self, *, pid: int | None = None, tag: str | None = None) -> Process:
         """Attach to a process started earlier, perhaps by another session (protocol.md 5.3)."""
         fields = {"pid": pid} if pid is not None else {"tag": tag}
-        stream = await self._open("attach", {"op": "attach", **fields})
-        try:
-            start = await stream.expect(StartEvent, FrameType.EVENT)
-        except BaseException:
-            self._forget(stream)
-            raise
+        stream, start = await self._open_until(StartEvent, "attach", {"op": "attach", **fields})
         return Process(stream, start.pid)
 
     async def read_file(
         self, path: str, *, offset: int = 0, length: int = -1
     ) -> tuple[StatEvent, AsyncIterator[bytes]]:
         """Stream a file out of the guest: its stat, then its bytes in chunks."""
-        stream = await self._open(
-            "read", {"op": "read", "path": path, "offset": offset, "length": length}
-        )
-        try:
-            stat = await stream.expect(StatEvent, FrameType.EVENT)
-        except BaseException:
-            self._forget(stream)
-            raise
+        request = {"op": "read", "path": path, "offset": offset, "length": length}
+        stream, stat = await self._open_until(StatEvent, "read", request)
         return stat, self._read_body(stream)
 
     async def _read_body(self, stream: _Stream) -> AsyncIterator[bytes]:
@@ -282,7 +266,7 @@ class AgentChannel:
                 else:
                     raise ProtocolViolation(f"read: unexpected frame {frame.type}")
         finally:
-            self._forget(stream)
+            self._abandon(stream)
 
     async def write_file(
         self,
@@ -304,12 +288,8 @@ class AgentChannel:
                     await self._send_data(stream, Channel.INPUT, chunk)
             await self._send(FrameType.EOF, stream.id, flags=Channel.INPUT)
             return (await stream.expect(ByteCount, FrameType.REPLY)).bytes
-        except BaseException:
-            if not stream.done:
-                await self._cancel(stream)
-            raise
         finally:
-            self._forget(stream)
+            self._abandon(stream)
 
     # -- streams ----------------------------------------------------------------------------
 
@@ -326,14 +306,27 @@ class AgentChannel:
         await self._send(FrameType.REQUEST, stream.id, payload)
         return stream
 
+    async def _open_until(
+        self, model: type[_Model], op: str, request: dict[str, Any]
+    ) -> tuple[_Stream, _Model]:
+        """Open a stream and wait for its first EVENT (start, stat); abandon it on failure."""
+        stream = await self._open(op, request)
+        try:
+            return stream, await stream.expect(model, FrameType.EVENT)
+        except BaseException:
+            self._abandon(stream)
+            raise
+
     def _forget(self, stream: _Stream) -> None:
         stream.done = True
         self._streams.pop(stream.id, None)
 
-    async def _cancel(self, stream: _Stream) -> None:
+    def _abandon(self, stream: _Stream) -> None:
+        """Forget a stream and, if the agent may still be working on it, tell it to stop."""
+        was_open = not stream.done
         self._forget(stream)
-        with contextlib.suppress(ChannelError, OSError):
-            await self._send(FrameType.CANCEL, stream.id)
+        if was_open and self._closed is None:
+            self._writer.write(encode(FrameType.CANCEL, stream.id))
 
     async def _send(
         self, frame_type: FrameType, stream_id: int, payload: bytes = b"", flags: int = 0
@@ -498,10 +491,10 @@ class Process:
         """Send a signal to the process group."""
         await self._stream.channel.call("signal", Empty, pid=self.pid, signal=signum)
 
-    async def detach(self) -> None:
+    def detach(self) -> None:
         """Stop following the process; it keeps running and can be attached again."""
         if self._end is None:
-            await self._stream.channel._cancel(self._stream)
+            self._stream.channel._abandon(self._stream)
 
 
 def _parse(model: type[_Model], payload: bytes, op: str) -> _Model:
