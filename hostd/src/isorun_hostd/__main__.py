@@ -34,10 +34,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s"
     )
     try:
-        status: int = asyncio.run(args.handler(args, Settings()))
-        return status
+        return asyncio.run(_until_signalled(args))
     except KeyboardInterrupt:
         return 128 + signal.SIGINT
+
+
+async def _until_signalled(args: argparse.Namespace) -> int:
+    """Run the command; SIGTERM or SIGHUP cancel it, so its cleanup still runs."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    received: list[int] = []
+
+    def stop(signum: int) -> None:
+        received.append(signum)
+        task.cancel()
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(signum, stop, signum)
+    try:
+        status: int = await args.handler(args, Settings())
+    except asyncio.CancelledError:
+        if not received:
+            raise
+        return 128 + received[0]
+    return status
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -28,6 +28,7 @@ from isorun_hostd.images import (
     refuse_floating,
 )
 from isorun_hostd.vm import HostCapabilities, MicroVM, VMSpec, bootfiles
+from isorun_hostd.vm.machine import remove_stale_run_dirs
 from isorun_hostd.vm.probe import host_capabilities
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,8 @@ class Runtime:
             FileNotFoundError: QEMU is not installed.
         """
         s = self.settings
+        for name in remove_stale_run_dirs(s.run_dir):
+            log.warning("removed the run folder of VM %s, whose QEMU is gone", name)
         self._boot = await asyncio.to_thread(
             bootfiles.prepare, s.boot_dir, s.agent_path, s.kernel_path, s.modules_dir
         )

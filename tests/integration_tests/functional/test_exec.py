@@ -113,3 +113,35 @@ async def test_hostname_and_writable_overlay(sandbox: Sandbox) -> None:
     assert lines[0] == sandbox.id
     assert lines[1] == "data"
     assert any(" / " in line and "overlay" in line for line in lines[2:])
+
+
+async def test_processes_survive_a_reconnect_and_can_be_attached(sandbox: Sandbox) -> None:
+    request = sandbox.exec_request("echo before; sleep 2; echo after; exit 5")
+    process = await sandbox.channel.exec(request.model_copy(update={"tag": "survivor"}))
+    first = await anext(process.output())
+    assert first.data == b"before\n"
+    channel = await sandbox.vm.reconnect(timeout_s=30)
+    attached = await channel.attach(tag="survivor")
+    assert attached.pid == process.pid
+    result = await collect(attached)
+    assert result.stdout.endswith(b"after\n")
+    assert result.end.exit_code == 5
+    assert (await run(sandbox, "echo fresh")).stdout == b"fresh\n"
+
+
+async def test_orphans_are_reaped(sandbox: Sandbox) -> None:
+    await run(sandbox, "for i in 1 2 3 4 5; do (sleep 0.2 &) ; done")
+    await asyncio.sleep(1.5)
+    states = await run(sandbox, "cat /proc/[0-9]*/stat 2>/dev/null | awk '{print $3}'")
+    assert "Z" not in states.text.split()
+
+
+async def test_vcpus_and_memory_are_what_was_asked(runtime: Runtime, python_ref: str) -> None:
+    sb = await runtime.create(python_ref, vcpus=2, mem_mib=512)
+    try:
+        result = await run(sb, "nproc; awk '/MemTotal/ {print $2}' /proc/meminfo")
+        cpus, mem_kib = result.text.split()
+        assert cpus == "2"
+        assert 400 * 1024 < int(mem_kib) <= 512 * 1024
+    finally:
+        await runtime.destroy(sb)

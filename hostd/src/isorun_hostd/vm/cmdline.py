@@ -76,6 +76,10 @@ class RunPaths:
     def console(self) -> Path:
         return self.root / "console.log"
 
+    @property
+    def pid_file(self) -> Path:
+        return self.root / "qemu.pid"
+
 
 def kernel_cmdline(spec: VMSpec, caps: HostCapabilities) -> str:
     args = list(KERNEL_ARGS)

@@ -32,6 +32,8 @@ from isorun_hostd.vm.state import StateMachine, VMState
 log = logging.getLogger(__name__)
 
 QUIT_WAIT_S = 1.0
+# A run folder without a pid file may belong to a VM being created right now.
+STALE_WITHOUT_PID_S = 60.0
 QMP_CONNECT_TIMEOUT_S = 10.0
 
 
@@ -81,6 +83,7 @@ class MicroVM:
         try:
             self.paths.root.mkdir(parents=True, exist_ok=False)
             self._process = await process.launch(self._argv, self.paths.root / "qemu.log")
+            self.paths.pid_file.write_text(str(self._process.pid))
             self._qmp = QMP(self.spec.vm_id)
             await asyncio.wait_for(
                 self._qmp.connect(self.paths.qmp, self._process), QMP_CONNECT_TIMEOUT_S
@@ -95,6 +98,19 @@ class MicroVM:
             raise error from exc
         self.boot_ms = (time.perf_counter() - started) * 1000
         self.state.move(VMState.RUNNING)
+
+    async def reconnect(self, *, timeout_s: float) -> AgentChannel:
+        """Drop the agent channel and open a new session, as a restarted hostd would.
+
+        Processes keep running in the guest; attach to them on the new channel.
+        """
+        self.state.require(VMState.RUNNING)
+        if self._channel is not None:
+            await self._channel.aclose()
+        self._channel = await AgentChannel.connect(
+            self.paths.agent, timeout_s=timeout_s, reconnect=True
+        )
+        return self._channel
 
     async def _connect_agent(self, timeout_s: float) -> AgentChannel:
         assert self._process is not None
@@ -151,3 +167,34 @@ class MicroVM:
         assert self._qmp is not None
         reply = await self._qmp.execute("query-status")
         return str(reply["status"])
+
+
+def remove_stale_run_dirs(run_root: Path) -> list[str]:
+    """Remove run folders whose QEMU is gone (a hostd that was killed); return their names.
+
+    QEMU dies with hostd (PR_SET_PDEATHSIG), but a killed hostd cannot remove the folders.
+    """
+    removed: list[str] = []
+    if not run_root.is_dir():
+        return removed
+    for folder in run_root.iterdir():
+        paths = RunPaths(folder)
+        try:
+            pid = int(paths.pid_file.read_text())
+        except (OSError, ValueError):
+            if time.time() - folder.stat().st_mtime < STALE_WITHOUT_PID_S:
+                continue
+            pid = 0
+        if pid and _is_our_qemu(pid, folder):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder.name)
+    return removed
+
+
+def _is_our_qemu(pid: int, folder: Path) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return str(folder).encode() in cmdline
