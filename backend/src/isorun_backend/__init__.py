@@ -1,0 +1,1 @@
+"""isorun-backend: the reference control plane."""

@@ -1,0 +1,1 @@
+"""isorun: the client for isorun sandboxes."""
