@@ -11,6 +11,7 @@ from isorun_hostd.agent_channel import (
     Channel,
     ChannelClosed,
     ExecRequest,
+    InputRefused,
     ProtocolViolation,
 )
 from isorun_hostd.agent_channel.framing import Frame
@@ -163,3 +164,47 @@ async def test_write_waits_for_the_agents_credit(tmp_path: Path) -> None:
         written = await channel.write_file("/tmp/f", payload)
         assert granted.is_set()
         assert written == len(payload) and bytes(received) == payload
+
+
+async def test_write_refused_early_raises_the_agents_error_not_a_hang(tmp_path: Path) -> None:
+    async def handler(agent: FakeAgent, frame: Frame, req: dict[str, Any]) -> None:
+        await asyncio.sleep(0.1)  # the host has used its whole window and waits for credit
+        message = {"code": "not_found", "message": "/nope: no such file or directory"}
+        agent.send_json(FrameType.ERROR, frame.stream, message)
+
+    async for _, channel in _pair(tmp_path, handler):
+        with pytest.raises(AgentError) as info:
+            await asyncio.wait_for(
+                channel.write_file("/nope/f", b"x" * (3 * INITIAL_WINDOW_BYTES)), 2
+            )
+        assert info.value.code == "not_found"
+
+
+async def test_stdin_after_exit_is_refused(exec_pair: tuple[FakeAgent, AgentChannel]) -> None:
+    _, channel = exec_pair
+    process = await channel.exec(ExecRequest(argv=["echo"], stdin=True))
+    await process.wait()
+    with pytest.raises(InputRefused):
+        await process.write_stdin(b"too late")
+
+
+async def test_control_frame_flood_fails_only_that_stream(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def handler(agent: FakeAgent, frame: Frame, req: dict[str, Any]) -> None:
+        if req["op"] == "health":
+            agent.send_json(
+                FrameType.REPLY, frame.stream, {"ok": True, "uptime_ms": 1, "processes": 0}
+            )
+            return
+        agent.send_json(FrameType.EVENT, frame.stream, {"event": "start", "pid": 3})
+        for _ in range(10):
+            agent.send_json(FrameType.EVENT, frame.stream, {"event": "noise", "pad": "x" * 900_000})
+
+    async for _, channel in _pair(tmp_path, handler):
+        process = await channel.exec(ExecRequest(argv=["x"]))
+        await asyncio.sleep(0.3)
+        assert "flooded the stream" in caplog.text  # dropped at ~4 MiB, before anyone reads
+        with pytest.raises(ProtocolViolation):
+            await process.wait()
+        assert (await channel.call("health", Health)).ok

@@ -5,6 +5,7 @@ from isorun_hostd.agent_channel.errors import (
     AgentError,
     ChannelClosed,
     ChannelError,
+    InputRefused,
     ProtocolViolation,
 )
 from isorun_hostd.agent_channel.protocol import Channel, ExecEnd, ExecRequest, FileStat
@@ -18,6 +19,7 @@ __all__ = [
     "ExecEnd",
     "ExecRequest",
     "FileStat",
+    "InputRefused",
     "Output",
     "Process",
     "ProtocolViolation",

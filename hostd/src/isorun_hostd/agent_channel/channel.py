@@ -38,6 +38,7 @@ from isorun_hostd.agent_channel.errors import (
     AgentError,
     ChannelClosed,
     ChannelError,
+    InputRefused,
     ProtocolViolation,
 )
 from isorun_hostd.agent_channel.framing import Decoder, Frame, FramingError, encode
@@ -65,8 +66,13 @@ from isorun_hostd.agent_channel.protocol import (
 log = logging.getLogger(__name__)
 
 READ_CHUNK_BYTES = 256 << 10
-# JSON frames a stream may have queued unread; the protocol never needs more than a handful.
+# Unread JSON frames one stream may hold; the protocol never needs more than a handful, so more
+# is a guest trying to make hostd buffer for it.
 MAX_QUEUED_CONTROL_FRAMES = 64
+MAX_QUEUED_CONTROL_BYTES = 4 << 20
+# Everything unread on one channel: windows bound DATA per stream, this bounds the sum.
+MAX_QUEUED_BYTES = 128 << 20
+MAX_LISTING_ENTRIES = 200_000
 
 _Model = TypeVar("_Model", bound=BaseModel)
 _CREDIT = struct.Struct(">I")
@@ -89,6 +95,8 @@ class _Stream:
         self.op = op
         self.inbox: asyncio.Queue[Frame | ChannelError] = asyncio.Queue()
         self.control_frames = 0
+        self.control_bytes = 0
+        self.error: ChannelError | None = None
         self.send_credit = INITIAL_WINDOW_BYTES
         self.credit_changed = asyncio.Event()
         self.recv_in_flight = 0
@@ -101,10 +109,12 @@ class _Stream:
         if isinstance(item, ChannelError):
             self.inbox.put_nowait(item)
             raise item
+        self.channel._queued_bytes -= len(item.payload)
         if item.type == FrameType.DATA:
             self.channel._consumed(self, len(item.payload))
         else:
             self.control_frames -= 1
+            self.control_bytes -= len(item.payload)
         return item
 
     async def expect(self, model: type[_Model], frame_type: FrameType) -> _Model:
@@ -124,6 +134,7 @@ class _Stream:
 
     def fail(self, error: ChannelError) -> None:
         self.done = True
+        self.error = error
         self.inbox.put_nowait(error)
         self.credit_changed.set()
 
@@ -145,6 +156,7 @@ class AgentChannel:
         self._streams: dict[int, _Stream] = {}
         self._next_id = 1
         self._closed: ChannelClosed | None = None
+        self._queued_bytes = 0
         self._session = secrets.token_hex(16)
         self._hello: asyncio.Future[HelloReply] = asyncio.get_running_loop().create_future()
         self._reader_task = asyncio.create_task(self._bg_read(), name="agent-channel-read")
@@ -227,6 +239,8 @@ class AgentChannel:
                 else:
                     entries += stream.decode(frame, Listing, FrameType.REPLY).entries
                     return entries
+                if len(entries) > MAX_LISTING_ENTRIES:
+                    raise ProtocolViolation(f"list: more than {MAX_LISTING_ENTRIES} entries")
         finally:
             self._forget(stream)
 
@@ -281,12 +295,15 @@ class AgentChannel:
         fields = {"op": "write", "path": path, "mode": mode, "append": append, "parents": parents}
         stream = await self._open("write", fields)
         try:
-            if isinstance(content, bytes):
-                await self._send_data(stream, Channel.INPUT, content)
-            else:
-                async for chunk in content:
-                    await self._send_data(stream, Channel.INPUT, chunk)
-            await self._send(FrameType.EOF, stream.id, flags=Channel.INPUT)
+            try:
+                if isinstance(content, bytes):
+                    await self._send_data(stream, Channel.INPUT, content)
+                else:
+                    async for chunk in content:
+                        await self._send_data(stream, Channel.INPUT, chunk)
+                await self._send(FrameType.EOF, stream.id, flags=Channel.INPUT)
+            except InputRefused:
+                pass  # the agent answered before all input was sent; its answer says why
             return (await stream.expect(ByteCount, FrameType.REPLY)).bytes
         finally:
             self._abandon(stream)
@@ -342,10 +359,11 @@ class AgentChannel:
     async def _send_data(self, stream: _Stream, channel: Channel, data: bytes) -> None:
         view = memoryview(data)
         while view:
-            while stream.send_credit <= 0:
+            while stream.send_credit <= 0 or stream.done:
+                if stream.error is not None:
+                    raise stream.error
                 if stream.done:
-                    await stream.next()  # raises the stream's error, or reads the final ERROR
-                    raise ProtocolViolation(f"{stream.op}: stream ended while sending")
+                    raise InputRefused(stream.op)
                 stream.credit_changed.clear()
                 await stream.credit_changed.wait()
             size = min(len(view), DATA_CHUNK_BYTES, stream.send_credit)
@@ -394,15 +412,26 @@ class AgentChannel:
             if stream.recv_in_flight > INITIAL_WINDOW_BYTES:
                 self._violate(stream, "sent DATA beyond its credit")
                 return
-            stream.inbox.put_nowait(frame)
+            self._enqueue(stream, frame)
         elif frame.type in (FrameType.REPLY, FrameType.EVENT, FrameType.ERROR, FrameType.EOF):
             stream.control_frames += 1
-            if stream.control_frames > MAX_QUEUED_CONTROL_FRAMES:
+            stream.control_bytes += len(frame.payload)
+            if (
+                stream.control_frames > MAX_QUEUED_CONTROL_FRAMES
+                or stream.control_bytes > MAX_QUEUED_CONTROL_BYTES
+            ):
                 self._violate(stream, "flooded the stream with control frames")
                 return
-            stream.inbox.put_nowait(frame)
+            self._enqueue(stream, frame)
             if frame.type in (FrameType.REPLY, FrameType.ERROR):
                 stream.done = True
+                stream.credit_changed.set()  # a sender waiting for credit must learn it ended
+
+    def _enqueue(self, stream: _Stream, frame: Frame) -> None:
+        self._queued_bytes += len(frame.payload)
+        if self._queued_bytes > MAX_QUEUED_BYTES:
+            raise ProtocolViolation(f"more than {MAX_QUEUED_BYTES} bytes queued unread")
+        stream.inbox.put_nowait(frame)
 
     def _handshake_frame(self, frame: Frame) -> None:
         if frame.type != FrameType.REPLY or frame.stream != 0:

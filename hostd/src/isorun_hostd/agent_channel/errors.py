@@ -4,6 +4,7 @@
 ChannelError
 ├── ChannelClosed        the connection to the agent is gone (VM stopped, socket closed)
 ├── ProtocolViolation    the agent sent something the protocol does not allow
+├── InputRefused         the stream ended while the host was still sending input to it
 └── AgentError           the agent answered an operation with an error (code, message)
 ```
 """
@@ -29,6 +30,14 @@ class ProtocolViolation(ChannelError):
     def __init__(self, detail: str) -> None:
         super().__init__(f"the guest agent broke the protocol: {detail}")
         self.detail = detail
+
+
+class InputRefused(ChannelError):
+    """{op}: the stream ended before all input was sent (the process exited, or an error)."""
+
+    def __init__(self, op: str) -> None:
+        super().__init__(f"{op}: the stream ended before all input was sent")
+        self.op = op
 
 
 class AgentError(ChannelError):
