@@ -1,1 +1,121 @@
-"""isorun: the client for isorun sandboxes."""
+"""isorun: sandboxes for AI agents, real microVMs from any OCI image.
+
+```python
+from isorun import Sandbox
+
+with Sandbox("python") as sb:
+    print(sb.exec("python -c 'print(2**32)'").stdout)
+```
+
+`Sandbox` is synchronous, `AsyncSandbox` its asyncio twin; both can share a `Client` /
+`AsyncClient`. Errors are in the tree drawn in `isorun._errors`. `isorun.testing` has an
+in-memory fake of the API for tests. The library logs under the `isorun` logger, which has only
+a `NullHandler` until the application configures logging.
+"""
+
+import logging
+
+from isorun._async_sandbox import AsyncSandbox, SandboxCreation
+from isorun._base import USE_CLIENT_DEFAULT
+from isorun._client import AsyncClient, Client
+from isorun._errors import (
+    APIError,
+    AuthenticationError,
+    Conflict,
+    ConnectError,
+    ConnectTimeout,
+    ExecFailed,
+    ExecTimeout,
+    FileError,
+    Forbidden,
+    ImageRejected,
+    ImageUnavailable,
+    InvalidRequest,
+    IsorunError,
+    NetworkError,
+    NotFound,
+    OutcomeUnknown,
+    PoolTimeout,
+    ProtocolError,
+    QuotaExceeded,
+    ReadError,
+    ReadTimeout,
+    SandboxError,
+    SandboxNotFound,
+    SandboxStateError,
+    ServerError,
+    ServiceUnavailable,
+    TransportError,
+    TransportTimeout,
+    UsageError,
+    WriteError,
+    WriteTimeout,
+)
+from isorun._files import AsyncFiles, Files
+from isorun._models import (
+    ExecEvent,
+    ExecResult,
+    ExitEvent,
+    FileStat,
+    Health,
+    OutputEvent,
+    ProcessInfo,
+    SandboxInfo,
+    StartEvent,
+    WriteResult,
+)
+from isorun._sandbox import Sandbox
+
+__all__ = [
+    "USE_CLIENT_DEFAULT",
+    "APIError",
+    "AsyncClient",
+    "AsyncFiles",
+    "AsyncSandbox",
+    "AuthenticationError",
+    "Client",
+    "Conflict",
+    "ConnectError",
+    "ConnectTimeout",
+    "ExecEvent",
+    "ExecFailed",
+    "ExecResult",
+    "ExecTimeout",
+    "ExitEvent",
+    "FileError",
+    "FileStat",
+    "Files",
+    "Forbidden",
+    "Health",
+    "ImageRejected",
+    "ImageUnavailable",
+    "InvalidRequest",
+    "IsorunError",
+    "NetworkError",
+    "NotFound",
+    "OutcomeUnknown",
+    "OutputEvent",
+    "PoolTimeout",
+    "ProcessInfo",
+    "ProtocolError",
+    "QuotaExceeded",
+    "ReadError",
+    "ReadTimeout",
+    "Sandbox",
+    "SandboxCreation",
+    "SandboxError",
+    "SandboxInfo",
+    "SandboxNotFound",
+    "SandboxStateError",
+    "ServerError",
+    "ServiceUnavailable",
+    "StartEvent",
+    "TransportError",
+    "TransportTimeout",
+    "UsageError",
+    "WriteError",
+    "WriteResult",
+    "WriteTimeout",
+]
+
+logging.getLogger("isorun").addHandler(logging.NullHandler())

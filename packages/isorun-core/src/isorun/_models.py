@@ -1,0 +1,194 @@
+"""Wire models of the isorun API (spec/api.md), as the SDK returns them.
+
+Models ignore members they do not know, so a newer server does not break an older SDK. Free-form
+enumerations (`SandboxInfo.state`, `FileStat.type`) are plain strings for the same reason; their
+current values are listed on each field.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+from isorun._errors import ExecFailed, ExecTimeout
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+
+class SandboxInfo(_Wire):
+    """A sandbox as the API describes it (spec/api.md "Sandboxes").
+
+    Attributes:
+        id: `sb-...`.
+        image: The image as asked (a short name such as "python", or a reference).
+        image_ref: The pinned reference it resolved to (`registry/repo@sha256:...`).
+        state: "running", "stopped" or "failed".
+        expires_at: When the sandbox is destroyed unless kept alive.
+    """
+
+    id: str
+    image: str
+    image_ref: str
+    state: str
+    vcpus: int
+    memory_mib: int
+    created_at: datetime
+    expires_at: datetime
+    env: dict[str, str] = Field(default_factory=dict)
+    metadata: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class ExecResult(_Wire):
+    """The outcome of one command (spec/api.md "Exec", buffered answer).
+
+    A command that ran is a result, whatever its exit code: `exec` raises only when the call
+    itself fails. Use `check()` (or `exec(..., check=True)`) to turn a non-zero exit or a
+    timeout into an exception.
+
+    Attributes:
+        exit_code: The exit status, or None when the process was killed by a signal or timed
+            out.
+        signal: The signal that killed it, if one did.
+        timed_out: True when the exec's `timeout_s` ran out and the process was killed.
+        duration_ms: Wall time of the process.
+        stdout: Standard output, decoded as UTF-8 with replacement.
+        stderr: Standard error, decoded the same way.
+        truncated: True when the server kept only the first 16 MiB of a stream.
+    """
+
+    exit_code: int | None
+    signal: int | None = None
+    timed_out: bool = False
+    duration_ms: int = 0
+    stdout: str = ""
+    stderr: str = ""
+    truncated: bool = False
+    # Not on the wire: set by the sandbox that ran the command, for check()'s error.
+    _sandbox_id: str | None = PrivateAttr(default=None)
+
+    @property
+    def ok(self) -> bool:
+        """True when the command exited with status 0 before any timeout."""
+        return self.exit_code == 0 and not self.timed_out
+
+    def check(self) -> ExecResult:
+        """Return this result if the command succeeded, else raise.
+
+        Returns:
+            This result, so that `sb.exec(cmd).check().stdout` reads naturally.
+
+        Raises:
+            ExecTimeout: The command ran past its `timeout_s`.
+            ExecFailed: The command exited non-zero or was killed by a signal.
+        """
+        if self.timed_out:
+            raise ExecTimeout(
+                f"command timed out after {self.duration_ms} ms",
+                result=self,
+                sandbox_id=self._sandbox_id,
+            )
+        if self.exit_code != 0:
+            how = (
+                f"exited with {self.exit_code}"
+                if self.signal is None
+                else f"was killed by signal {self.signal}"
+            )
+            tail = self.stderr.strip()[-500:]
+            raise ExecFailed(
+                f"command {how}" + (f": {tail}" if tail else ""),
+                result=self,
+                sandbox_id=self._sandbox_id,
+            )
+        return self
+
+
+class StartEvent(_Wire):
+    """The process started (first line of a streamed exec)."""
+
+    type: Literal["start"] = "start"
+    pid: int
+
+
+class OutputEvent(_Wire):
+    """A chunk of output, raw bytes as the process wrote them.
+
+    Attributes:
+        stream: "stdout" or "stderr".
+        data: The bytes (base64 on the wire). A chunk may end inside a UTF-8 sequence.
+    """
+
+    type: Literal["output"] = "output"
+    stream: Literal["stdout", "stderr"]
+    data: bytes
+
+
+class ExitEvent(_Wire):
+    """The process ended (last line of a streamed exec); fields as in `ExecResult`."""
+
+    type: Literal["exit"] = "exit"
+    exit_code: int | None
+    signal: int | None = None
+    timed_out: bool = False
+    duration_ms: int = 0
+
+
+ExecEvent = StartEvent | OutputEvent | ExitEvent
+"""One event of a streamed exec: a start, output chunks, then an exit."""
+
+
+class ProcessInfo(_Wire):
+    """A process the sandbox's agent knows (spec/api.md `GET .../processes`)."""
+
+    pid: int
+    tag: str | None = None
+    argv: list[str] = Field(default_factory=list)
+    running: bool
+    exit_code: int | None = None
+    signal: int | None = None
+
+
+class FileStat(_Wire):
+    """A file's metadata (spec/api.md "Files", FileStat).
+
+    Attributes:
+        type: "file", "dir", "symlink" or another kind the guest reports.
+        size: Size in bytes.
+        mode: Permission bits (e.g. 0o644).
+        mtime_ms: Modification time, milliseconds since the epoch.
+        link_target: The target of a symlink, else None.
+    """
+
+    name: str
+    path: str
+    type: str
+    size: int
+    mode: int
+    uid: int = 0
+    gid: int = 0
+    mtime_ms: int = 0
+    link_target: str | None = None
+
+    @property
+    def is_dir(self) -> bool:
+        """True for a directory."""
+        return self.type == "dir"
+
+
+class WriteResult(_Wire):
+    """The answer to a file upload: where it went and how many bytes the guest wrote."""
+
+    path: str
+    size_bytes: int = Field(alias="bytes")
+
+
+class Health(_Wire):
+    """`GET /v1/health`."""
+
+    status: str
+    version: str
+    accelerator: str

@@ -1,0 +1,246 @@
+"""One function per API route (spec/api.md "Routes"), each returning an `ApiRequest`.
+
+No I/O here: `Sandbox` and `AsyncSandbox` build the same requests through these functions and
+differ only in how they send them. Only GET, DELETE and the create call (which carries an
+`Idempotency-Key`) are marked idempotent, so exec, file writes and the other POSTs are never
+retried.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from urllib.parse import quote
+
+import httpx
+
+from isorun._base import ApiRequest, RequestContent, exec_timeout
+
+NDJSON = "application/x-ndjson"
+
+
+def _sandbox_path(sandbox_id: str, rest: str = "") -> str:
+    return f"/v1/sandboxes/{quote(sandbox_id, safe='')}{rest}"
+
+
+def _bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def health() -> ApiRequest:
+    """`GET /v1/health`."""
+    return ApiRequest("GET", "/v1/health", "health", idempotent=True)
+
+
+def create_sandbox(
+    *,
+    image: str,
+    vcpus: int,
+    memory_mib: int,
+    timeout_s: int,
+    env: Mapping[str, str] | None,
+    metadata: Mapping[str, str] | None,
+    labels: Mapping[str, str] | None,
+    allow: Sequence[str] | None,
+    deny: Sequence[str] | None,
+) -> ApiRequest:
+    """`POST /v1/sandboxes` with a fresh `Idempotency-Key`, reused by this call's retries.
+
+    `allow`/`deny` go out as `"network": {"allow": [...], "deny": [...]}`, only when one is
+    given; the backend may ignore the member until egress policy lands (spec/api.md has no
+    `network` yet).
+    """
+    body: dict[str, object] = {
+        "image": image,
+        "vcpus": vcpus,
+        "memory_mib": memory_mib,
+        "timeout_s": timeout_s,
+        "env": dict(env or {}),
+        "metadata": dict(metadata or {}),
+        "labels": dict(labels or {}),
+    }
+    if allow is not None or deny is not None:
+        body["network"] = {"allow": list(allow or []), "deny": list(deny or [])}
+    return ApiRequest(
+        "POST",
+        "/v1/sandboxes",
+        "create sandbox",
+        idempotent=True,
+        json=body,
+        headers={"Idempotency-Key": str(uuid.uuid4())},
+    )
+
+
+def list_sandboxes(
+    *, state: str | None, labels: Mapping[str, str] | None, page_size: int
+) -> ApiRequest:
+    """`GET /v1/sandboxes?state=&label=k=v&limit=` (first page)."""
+    params = [("limit", str(page_size))]
+    if state is not None:
+        params.append(("state", state))
+    params += [("label", f"{key}={value}") for key, value in (labels or {}).items()]
+    return ApiRequest(
+        "GET", "/v1/sandboxes", "list sandboxes", idempotent=True, params=tuple(params)
+    )
+
+
+def get_sandbox(sandbox_id: str) -> ApiRequest:
+    """`GET /v1/sandboxes/{id}`."""
+    return ApiRequest(
+        "GET", _sandbox_path(sandbox_id), "get sandbox", idempotent=True, sandbox_id=sandbox_id
+    )
+
+
+def delete_sandbox(sandbox_id: str) -> ApiRequest:
+    """`DELETE /v1/sandboxes/{id}`."""
+    return ApiRequest(
+        "DELETE",
+        _sandbox_path(sandbox_id),
+        "delete sandbox",
+        idempotent=True,
+        sandbox_id=sandbox_id,
+    )
+
+
+def keep_alive(sandbox_id: str, timeout_s: int) -> ApiRequest:
+    """`POST /v1/sandboxes/{id}/keepalive` (not retried: each one moves the deadline)."""
+    return ApiRequest(
+        "POST",
+        _sandbox_path(sandbox_id, "/keepalive"),
+        "keep alive",
+        idempotent=False,
+        json={"timeout_s": timeout_s},
+        sandbox_id=sandbox_id,
+    )
+
+
+def exec_command(
+    sandbox_id: str,
+    command: str | Sequence[str],
+    *,
+    env: Mapping[str, str] | None,
+    cwd: str | None,
+    user: str | None,
+    timeout_s: float | None,
+    stdin: str | None,
+    stream: bool,
+    client_timeout: httpx.Timeout,
+) -> ApiRequest:
+    """`POST /v1/sandboxes/{id}/exec`, buffered or (with `stream`) NDJSON.
+
+    A string command runs under `/bin/sh -c`; a sequence is the argv.
+    """
+    body = {
+        "command": command if isinstance(command, str) else list(command),
+        "env": dict(env or {}),
+        "cwd": cwd,
+        "user": user,
+        "timeout_s": timeout_s or 0,
+        "stdin": stdin,
+    }
+    return ApiRequest(
+        "POST",
+        _sandbox_path(sandbox_id, "/exec"),
+        "exec",
+        idempotent=False,
+        json=body,
+        headers={"Accept": NDJSON} if stream else {},
+        timeout=exec_timeout(client_timeout, timeout_s),
+        sandbox_id=sandbox_id,
+    )
+
+
+def list_processes(sandbox_id: str) -> ApiRequest:
+    """`GET /v1/sandboxes/{id}/processes`."""
+    return ApiRequest(
+        "GET",
+        _sandbox_path(sandbox_id, "/processes"),
+        "list processes",
+        idempotent=True,
+        sandbox_id=sandbox_id,
+    )
+
+
+def signal_process(sandbox_id: str, pid: int, signal: int) -> ApiRequest:
+    """`POST /v1/sandboxes/{id}/processes/{pid}/signal`."""
+    return ApiRequest(
+        "POST",
+        _sandbox_path(sandbox_id, f"/processes/{pid}/signal"),
+        "signal",
+        idempotent=False,
+        json={"signal": int(signal)},
+        sandbox_id=sandbox_id,
+    )
+
+
+def read_file(sandbox_id: str, path: str) -> ApiRequest:
+    """`GET /v1/sandboxes/{id}/files/content?path=` (an octet stream)."""
+    return _files("GET", sandbox_id, "/files/content", "read file", path=path)
+
+
+def write_file(
+    sandbox_id: str, path: str, content: RequestContent, *, mode: int, parents: bool
+) -> ApiRequest:
+    """`PUT /v1/sandboxes/{id}/files/content?path=&mode=&parents=` (raw body, streamed)."""
+    return ApiRequest(
+        "PUT",
+        _sandbox_path(sandbox_id, "/files/content"),
+        "write file",
+        # A PUT of the same bytes would be safe to repeat, but a streamed body cannot be
+        # replayed, so writes are never retried.
+        idempotent=False,
+        params=(("path", path), ("mode", str(mode)), ("parents", _bool(parents))),
+        content=content,
+        headers={"Content-Type": "application/octet-stream"},
+        sandbox_id=sandbox_id,
+    )
+
+
+def list_files(sandbox_id: str, path: str) -> ApiRequest:
+    """`GET /v1/sandboxes/{id}/files?path=`."""
+    return _files("GET", sandbox_id, "/files", "list files", path=path)
+
+
+def stat_file(sandbox_id: str, path: str) -> ApiRequest:
+    """`GET /v1/sandboxes/{id}/files/stat?path=`."""
+    return _files("GET", sandbox_id, "/files/stat", "stat", path=path)
+
+
+def remove_file(sandbox_id: str, path: str, *, recursive: bool) -> ApiRequest:
+    """`DELETE /v1/sandboxes/{id}/files?path=&recursive=`."""
+    return _files("DELETE", sandbox_id, "/files", "remove", path=path, recursive=_bool(recursive))
+
+
+def make_dir(sandbox_id: str, path: str, *, parents: bool) -> ApiRequest:
+    """`POST /v1/sandboxes/{id}/files/mkdir`."""
+    return ApiRequest(
+        "POST",
+        _sandbox_path(sandbox_id, "/files/mkdir"),
+        "mkdir",
+        idempotent=False,
+        json={"path": path, "parents": parents},
+        sandbox_id=sandbox_id,
+    )
+
+
+def rename_file(sandbox_id: str, src: str, dst: str) -> ApiRequest:
+    """`POST /v1/sandboxes/{id}/files/rename`."""
+    return ApiRequest(
+        "POST",
+        _sandbox_path(sandbox_id, "/files/rename"),
+        "rename",
+        idempotent=False,
+        json={"src": src, "dst": dst},
+        sandbox_id=sandbox_id,
+    )
+
+
+def _files(method: str, sandbox_id: str, rest: str, what: str, **params: str) -> ApiRequest:
+    return ApiRequest(
+        method,
+        _sandbox_path(sandbox_id, rest),
+        what,
+        idempotent=True,
+        params=tuple(params.items()),
+        sandbox_id=sandbox_id,
+    )

@@ -1,0 +1,495 @@
+"""`Sandbox`: one microVM, driven synchronously.
+
+```
+Sandbox("python")          POST /v1/sandboxes   eager: the VM exists when the call returns
+  with ... as sb:          -> sb                   (nothing more to do on enter)
+  sb.exec / run / files    the VM's API
+  exit of the with-block   DELETE (also when the block raised), then close its own client
+Sandbox.connect(id)        GET: a handle on an existing sandbox (destroy() still deletes it)
+sb.close()                 release the HTTP connections only; the VM lives to its TTL
+```
+
+The async twin is `AsyncSandbox` (`_async_sandbox`); both build their requests with `_routes`
+and parse answers with `_base` / `_ndjson`, and only send here.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Iterator, Mapping, Sequence
+from types import TracebackType
+
+import httpx
+
+from isorun import _routes
+from isorun._async_sandbox import AsyncSandbox, SandboxCreation
+from isorun._base import (
+    USE_CLIENT_DEFAULT,
+    TimeoutArg,
+    logger,
+    own_client_timeout,
+    parse_model,
+)
+from isorun._client import AsyncClient, Client
+from isorun._errors import IsorunError, SandboxNotFound, UsageError
+from isorun._files import Files
+from isorun._models import ExecEvent, ExecResult, ProcessInfo, SandboxInfo
+from isorun._ndjson import ExecCollector, ExecStreamDecoder, OutputCallback
+
+DEFAULT_PAGE_SIZE = 50
+
+
+def _client_for(
+    client: Client | None,
+    *,
+    api_key: str | None,
+    api_url: str | None,
+    transport: httpx.BaseTransport | None,
+    timeout: TimeoutArg,
+) -> tuple[Client, bool]:
+    own_timeout = own_client_timeout(
+        client, api_key=api_key, api_url=api_url, transport=transport, timeout=timeout
+    )
+    if client is not None:
+        return client, False
+    return Client(api_key=api_key, api_url=api_url, transport=transport, timeout=own_timeout), True
+
+
+class Sandbox:
+    """A sandbox (a microVM booted from an OCI image), created when constructed.
+
+    `Sandbox(...)` creates the sandbox before it returns (so `with Sandbox("python") as sb`
+    needs nothing more on enter), and the with-block's exit destroys it, also when the block
+    raised. Without a with-block, call `destroy()` yourself, or the sandbox lives until its
+    `timeout_s` runs out.
+
+    Args:
+        image: A short name the deployment maps ("python", "node", "ubuntu") or a pinned OCI
+            reference; sent as given, the backend resolves it.
+        vcpus: Virtual CPUs, 1..16.
+        memory_mib: Memory, 128..16384 MiB.
+        timeout_s: Time to live from now; `keep_alive` extends it.
+        env: Default environment of every exec.
+        metadata: Free-form strings, returned as they are.
+        labels: Strings to filter `Sandbox.list` by.
+        allow: Egress allow-list (hosts, CIDRs); sent as `network.allow`.
+        deny: Egress deny-list; sent as `network.deny`. The backend may not enforce `network`
+            yet: check its release notes before relying on it.
+        api_key: API key for a client of its own; `ISORUN_API_KEY` when None.
+        api_url: API URL for a client of its own; `ISORUN_API_URL` when None.
+        client: A `Client` to share with other sandboxes (then pass no connection options);
+            it stays open after `destroy()`.
+        transport: An httpx transport for a client of its own (`isorun.testing.FakeBackend`).
+        timeout: HTTP timeout for a client of its own (see `Client`).
+
+    Raises:
+        UsageError: No API key, or connection options beside `client=`.
+        ImageRejected: The image is unknown, floating (latest), or unsafe.
+        ImageUnavailable: Its registry could not be reached.
+        InvalidRequest: A value is out of range.
+        QuotaExceeded: The tenant may not create more sandboxes.
+        AuthenticationError: The key was refused.
+        TransportError: The API could not be reached (after retries).
+
+    Example:
+        >>> with Sandbox("python") as sb:  # doctest: +SKIP
+        ...     print(sb.exec("python -V").stdout)
+    """
+
+    files: Files
+    """The sandbox's filesystem."""
+
+    def __init__(
+        self,
+        image: str = "python",
+        *,
+        vcpus: int = 1,
+        memory_mib: int = 1024,
+        timeout_s: int = 300,
+        env: Mapping[str, str] | None = None,
+        metadata: Mapping[str, str] | None = None,
+        labels: Mapping[str, str] | None = None,
+        allow: Sequence[str] | None = None,
+        deny: Sequence[str] | None = None,
+        api_key: str | None = None,
+        api_url: str | None = None,
+        client: Client | None = None,
+        transport: httpx.BaseTransport | None = None,
+        timeout: TimeoutArg = USE_CLIENT_DEFAULT,
+    ) -> None:
+        http, owns = _client_for(
+            client, api_key=api_key, api_url=api_url, transport=transport, timeout=timeout
+        )
+        req = _routes.create_sandbox(
+            image=image,
+            vcpus=vcpus,
+            memory_mib=memory_mib,
+            timeout_s=timeout_s,
+            env=env,
+            metadata=metadata,
+            labels=labels,
+            allow=allow,
+            deny=deny,
+        )
+        try:
+            info = parse_model(SandboxInfo, http.send(req))
+        except BaseException:
+            if owns:
+                http.close()
+            raise
+        self._bind(http, owns, info)
+
+    def _bind(self, client: Client, owns_client: bool, info: SandboxInfo) -> None:
+        self._client = client
+        self._owns_client = owns_client
+        self._info = info
+        self.files = Files(client, info.id)
+
+    @classmethod
+    def connect(
+        cls,
+        sandbox_id: str,
+        *,
+        api_key: str | None = None,
+        api_url: str | None = None,
+        client: Client | None = None,
+        transport: httpx.BaseTransport | None = None,
+        timeout: TimeoutArg = USE_CLIENT_DEFAULT,
+    ) -> Sandbox:
+        """Attach to an existing sandbox.
+
+        Args:
+            sandbox_id: Its id (`sb-...`).
+            api_key: As for `Sandbox()`.
+            api_url: As for `Sandbox()`.
+            client: As for `Sandbox()`.
+            transport: As for `Sandbox()`.
+            timeout: As for `Sandbox()`.
+
+        Returns:
+            A handle; leaving its with-block or `destroy()` deletes the sandbox.
+
+        Raises:
+            SandboxNotFound: No such sandbox for this key's tenant.
+            UsageError: No API key, or connection options beside `client=`.
+        """
+        http, owns = _client_for(
+            client, api_key=api_key, api_url=api_url, transport=transport, timeout=timeout
+        )
+        try:
+            info = parse_model(SandboxInfo, http.send(_routes.get_sandbox(sandbox_id)))
+        except BaseException:
+            if owns:
+                http.close()
+            raise
+        sandbox = cls.__new__(cls)
+        sandbox._bind(http, owns, info)
+        return sandbox
+
+    @classmethod
+    def list(
+        cls,
+        *,
+        state: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        page_size: int = DEFAULT_PAGE_SIZE,
+        api_key: str | None = None,
+        api_url: str | None = None,
+        client: Client | None = None,
+        transport: httpx.BaseTransport | None = None,
+        timeout: TimeoutArg = USE_CLIENT_DEFAULT,
+    ) -> Iterator[SandboxInfo]:
+        """Iterate over the tenant's sandboxes, fetching pages by cursor as needed.
+
+        Args:
+            state: Only sandboxes in this state ("running", "stopped", "failed").
+            labels: Only sandboxes carrying all these labels.
+            page_size: Sandboxes per request, 1..200.
+            api_key: As for `Sandbox()`.
+            api_url: As for `Sandbox()`.
+            client: As for `Sandbox()`.
+            transport: As for `Sandbox()`.
+            timeout: As for `Sandbox()`.
+
+        Yields:
+            Each sandbox's description; `Sandbox.connect(info.id)` gives a handle.
+
+        Raises:
+            UsageError: No API key, or connection options beside `client=`.
+            AuthenticationError: The key was refused.
+        """
+        http, owns = _client_for(
+            client, api_key=api_key, api_url=api_url, transport=transport, timeout=timeout
+        )
+        try:
+            req = _routes.list_sandboxes(state=state, labels=labels, page_size=page_size)
+            yield from http.paginate(req, SandboxInfo)
+        finally:
+            if owns:
+                http.close()
+
+    @staticmethod
+    def create(
+        image: str = "python",
+        *,
+        vcpus: int = 1,
+        memory_mib: int = 1024,
+        timeout_s: int = 300,
+        env: Mapping[str, str] | None = None,
+        metadata: Mapping[str, str] | None = None,
+        labels: Mapping[str, str] | None = None,
+        allow: Sequence[str] | None = None,
+        deny: Sequence[str] | None = None,
+        api_key: str | None = None,
+        api_url: str | None = None,
+        client: AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: TimeoutArg = USE_CLIENT_DEFAULT,
+    ) -> SandboxCreation:
+        """Create a sandbox from async code: `sb = await Sandbox.create()`.
+
+        The same as `AsyncSandbox.create` (so `client` must be an `AsyncClient` and
+        `transport` async): it exists so the awaited form reads as on isorun's landing page.
+        Sync code constructs `Sandbox(...)` instead.
+
+        Returns:
+            An awaitable (and async context manager) giving an `AsyncSandbox`.
+        """
+        return AsyncSandbox.create(
+            image,
+            vcpus=vcpus,
+            memory_mib=memory_mib,
+            timeout_s=timeout_s,
+            env=env,
+            metadata=metadata,
+            labels=labels,
+            allow=allow,
+            deny=deny,
+            api_key=api_key,
+            api_url=api_url,
+            client=client,
+            transport=transport,
+            timeout=timeout,
+        )
+
+    @property
+    def id(self) -> str:
+        """The sandbox id (`sb-...`)."""
+        return self._info.id
+
+    @property
+    def info(self) -> SandboxInfo:
+        """The description from the last answer about this sandbox (see `refresh`)."""
+        return self._info
+
+    def refresh(self) -> SandboxInfo:
+        """Fetch the sandbox's current description (state, expiry) into `info`.
+
+        Raises:
+            SandboxNotFound: The sandbox is gone (deleted or expired).
+        """
+        self._info = parse_model(SandboxInfo, self._client.send(_routes.get_sandbox(self.id)))
+        return self._info
+
+    def keep_alive(self, timeout_s: int) -> SandboxInfo:
+        """Move the sandbox's expiry to `timeout_s` seconds from now.
+
+        Returns:
+            The description with the new `expires_at` (also in `info`).
+
+        Raises:
+            SandboxNotFound: The sandbox is gone.
+            SandboxStateError: The sandbox is not running.
+        """
+        answer = self._client.send(_routes.keep_alive(self.id, timeout_s))
+        self._info = parse_model(SandboxInfo, answer)
+        return self._info
+
+    def exec(
+        self,
+        command: str | Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        user: str | None = None,
+        timeout_s: float | None = None,
+        stdin: str | None = None,
+        on_stdout: OutputCallback | None = None,
+        on_stderr: OutputCallback | None = None,
+        check: bool = False,
+    ) -> ExecResult:
+        """Run a command to completion and return its result. Never retried.
+
+        A non-zero exit or a timeout is a result, not an error, unless `check` is set.
+
+        Args:
+            command: A string runs under `/bin/sh -c`; a sequence is the argv.
+            env: Environment on top of the sandbox's.
+            cwd: Working directory.
+            user: User to run as.
+            timeout_s: Kill the command after this long (`timed_out` is then true); None for
+                no limit. The HTTP read timeout grows by as much.
+            stdin: Text fed to the command's stdin, which is then closed.
+            on_stdout: Called with stdout text as it arrives (the call then streams).
+            on_stderr: Called with stderr text as it arrives.
+            check: Raise instead of returning a failed result.
+
+        Returns:
+            Exit status and output (the whole output, also when callbacks saw it).
+
+        Raises:
+            ExecFailed: With `check`, the command exited non-zero or was killed.
+            ExecTimeout: With `check`, the command ran past `timeout_s`.
+            SandboxNotFound: The sandbox is gone.
+            SandboxStateError: The sandbox is not running.
+            OutcomeUnknown: The answer was lost: the command may have run.
+        """
+        if on_stdout is None and on_stderr is None:
+            req = _routes.exec_command(
+                self.id,
+                command,
+                env=env,
+                cwd=cwd,
+                user=user,
+                timeout_s=timeout_s,
+                stdin=stdin,
+                stream=False,
+                client_timeout=self._client.timeout,
+            )
+            result = parse_model(ExecResult, self._client.send(req))
+            result._sandbox_id = self.id
+        else:
+            collector = ExecCollector(on_stdout=on_stdout, on_stderr=on_stderr, sandbox_id=self.id)
+            events = self.exec_stream(
+                command, env=env, cwd=cwd, user=user, timeout_s=timeout_s, stdin=stdin
+            )
+            for event in events:
+                collector.add(event)
+            result = collector.result()
+        return result.check() if check else result
+
+    def run(
+        self,
+        *argv: str,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        timeout_s: float | None = None,
+        check: bool = False,
+    ) -> ExecResult:
+        """Run `argv` (no shell): `sb.run("python", "-c", "print(2**32)")`.
+
+        The same as `exec(list(argv), ...)`; see `exec` for the arguments and errors.
+
+        Raises:
+            UsageError: No argv.
+        """
+        if not argv:
+            raise UsageError("run() needs a program to run")
+        return self.exec(list(argv), env=env, cwd=cwd, timeout_s=timeout_s, check=check)
+
+    def exec_stream(
+        self,
+        command: str | Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+        user: str | None = None,
+        timeout_s: float | None = None,
+        stdin: str | None = None,
+    ) -> Iterator[ExecEvent]:
+        """Run a command and yield its events as they happen. Never retried.
+
+        The request goes out when iteration starts. Stopping early closes the connection
+        (the command goes on); use `contextlib.closing` to close at once rather than when the
+        iterator is collected.
+
+        Args:
+            command: As for `exec`.
+            env: As for `exec`.
+            cwd: As for `exec`.
+            user: As for `exec`.
+            timeout_s: As for `exec`.
+            stdin: As for `exec`.
+
+        Yields:
+            `StartEvent`, then `OutputEvent`s (raw bytes), then one `ExitEvent`.
+
+        Raises:
+            APIError: The server failed after the start (the stream's `error` line), or
+                refused the call (`SandboxNotFound`, `SandboxStateError`, ...).
+            ProtocolError: The stream was malformed or ended before its exit.
+            OutcomeUnknown: The connection broke mid-stream.
+        """
+        req = _routes.exec_command(
+            self.id,
+            command,
+            env=env,
+            cwd=cwd,
+            user=user,
+            timeout_s=timeout_s,
+            stdin=stdin,
+            stream=True,
+            client_timeout=self._client.timeout,
+        )
+        decoder = ExecStreamDecoder(sandbox_id=self.id)
+        with self._client.stream(req) as response:
+            for chunk in response.iter_bytes():
+                yield from decoder.feed(chunk)
+            yield from decoder.close()
+
+    def processes(self) -> builtins.list[ProcessInfo]:
+        """Return the processes started through the API, running or finished.
+
+        Raises:
+            SandboxNotFound: The sandbox is gone.
+        """
+        return [*self._client.paginate(_routes.list_processes(self.id), ProcessInfo)]
+
+    def signal(self, pid: int, signal: int) -> None:
+        """Send `signal` (e.g. `signal.SIGTERM`) to the process `pid`.
+
+        Raises:
+            NotFound: No such process.
+            SandboxNotFound: The sandbox is gone.
+        """
+        self._client.send(_routes.signal_process(self.id, pid, signal))
+
+    def destroy(self) -> None:
+        """Delete the sandbox (a sandbox already gone counts as deleted), then `close()`.
+
+        Raises:
+            TransportError: The API could not be reached; the handle stays usable to retry.
+            APIError: The API refused.
+        """
+        try:
+            self._client.send(_routes.delete_sandbox(self.id))
+        except SandboxNotFound:
+            logger.debug("sandbox %s was already gone", self.id)
+        self.close()
+
+    def close(self) -> None:
+        """Close the client if this sandbox made its own; the sandbox itself keeps running."""
+        if self._owns_client:
+            self._client.close()
+
+    def __enter__(self) -> Sandbox:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            self.destroy()
+        except IsorunError:
+            if exc is None:
+                raise
+            # Keep the with-block's own error: it is the one the caller needs to see.
+            logger.warning("could not destroy sandbox %s", self.id, exc_info=True)
+        finally:
+            self.close()
+
+    def __repr__(self) -> str:
+        return f"Sandbox(id={self.id!r}, image={self._info.image!r}, state={self._info.state!r})"
