@@ -1,0 +1,1 @@
+"""The public HTTP API (spec/api.md): routes parse and translate, services act."""

@@ -1,0 +1,66 @@
+"""Typed dependencies: the caller's principal and the services, as ``Annotated`` aliases."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from isorun_backend.core.security import Principal
+from isorun_backend.services import Services
+from isorun_backend.services.api_keys import authenticate
+from isorun_backend.services.errors import Unauthorized
+from isorun_backend.services.exec import ExecService
+from isorun_backend.services.files import FileService
+from isorun_backend.services.health import HealthService
+from isorun_backend.services.processes import ProcessService
+from isorun_backend.services.sandboxes import SandboxService
+
+# auto_error off: a missing header must be our 401 problem, not FastAPI's 403.
+_bearer = HTTPBearer(auto_error=False, description="an isorun API key: isr_...")
+
+
+def get_services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+async def get_principal(
+    services: ServicesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None:
+        raise Unauthorized("missing API key: send Authorization: Bearer isr_...")
+    return await authenticate(services.db, credentials.credentials)
+
+
+def _health(services: ServicesDep) -> HealthService:
+    return services.health
+
+
+def _sandboxes(services: ServicesDep) -> SandboxService:
+    return services.sandboxes
+
+
+def _exec(services: ServicesDep) -> ExecService:
+    return services.exec
+
+
+def _processes(services: ServicesDep) -> ProcessService:
+    return services.processes
+
+
+def _files(services: ServicesDep) -> FileService:
+    return services.files
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+HealthDep = Annotated[HealthService, Depends(_health)]
+SandboxesDep = Annotated[SandboxService, Depends(_sandboxes)]
+ExecDep = Annotated[ExecService, Depends(_exec)]
+ProcessesDep = Annotated[ProcessService, Depends(_processes)]
+FilesDep = Annotated[FileService, Depends(_files)]

@@ -1,0 +1,9 @@
+"""One module per resource of spec/api.md; ``router`` mounts them all under ``/v1``."""
+
+from fastapi import APIRouter
+
+from isorun_backend.api.routes import exec, files, health, processes, sandboxes
+
+router = APIRouter(prefix="/v1")
+for module in (health, sandboxes, exec, processes, files):
+    router.include_router(module.router)

@@ -1,0 +1,1 @@
+"""Configuration and security primitives shared by the API and the services."""

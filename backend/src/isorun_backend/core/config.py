@@ -1,0 +1,87 @@
+"""The backend's settings: the one place that reads the environment (prefix ``ISORUN_``).
+
+The embedded hostd keeps its own settings class (same prefix, so ``ISORUN_ACCEL`` or
+``ISORUN_KERNEL_PATH`` still reach it); only its state and run folders are decided here, so that
+one ``ISORUN_DATA_DIR`` holds everything the backend writes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from isorun_hostd.config import Settings as HostdSettings
+from isorun_hostd.images import ImageReferenceError, refuse_floating
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_IMAGE_ALIASES = {
+    "python": "python:3.12-slim-bookworm",
+    "node": "node:22-bookworm-slim",
+    "ubuntu": "ubuntu:24.04",
+}
+
+
+class BackendSettings(BaseSettings):
+    """Backend configuration.
+
+    Example: ``ISORUN_DATA_DIR=/srv/isorun ISORUN_ENVIRONMENT=prod uvicorn ...``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="ISORUN_", extra="ignore")
+
+    environment: Literal["dev", "prod"] = "dev"
+    data_dir: Path = Field(
+        default=Path("/var/lib/isorun"),
+        description="the SQLite database (by default) and the embedded hostd's state",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy async URL; default sqlite+aiosqlite:///<data_dir>/isorun.db",
+    )
+    hostd_state_dir: Path | None = Field(
+        default=None, description="image cache and boot files; default <data_dir>/hostd"
+    )
+    hostd_run_dir: Path = Field(
+        default=Path("/run/isorun"),
+        description="one folder per running VM; short, because it holds unix socket paths",
+    )
+    image_aliases: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_IMAGE_ALIASES),
+        description='short image names, JSON {"python": "python:3.12-slim-bookworm", ...}',
+    )
+    reaper_interval_s: float = Field(
+        default=5.0, gt=0, description="how often expired sandboxes are looked for"
+    )
+
+    @field_validator("image_aliases")
+    @classmethod
+    def _aliases_are_pinned(cls, aliases: dict[str, str]) -> dict[str, str]:
+        # A floating alias would be refused at every create; say so once, at start.
+        for name, reference in aliases.items():
+            if not name or any(c in name for c in ":/@"):
+                raise ValueError(f"alias {name!r}: a short name has no ':', '/' or '@'")
+            try:
+                refuse_floating(reference)
+            except ImageReferenceError as exc:
+                raise ValueError(f"alias {name!r}: {exc}") from exc
+        return aliases
+
+    @model_validator(mode="after")
+    def _prod_is_explicit(self) -> BackendSettings:
+        # Outside dev nothing may silently fall back to a default location: a prod database
+        # that quietly lands in the default data folder is lost data waiting to happen.
+        if self.environment != "dev" and self.database_url is None:
+            raise ValueError("ISORUN_DATABASE_URL must be set outside dev")
+        return self
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'isorun.db'}"
+
+    def hostd(self) -> HostdSettings:
+        """The embedded hostd's settings: its own environment, our folders."""
+        return HostdSettings(
+            state_dir=self.hostd_state_dir or self.data_dir / "hostd",
+            run_dir=self.hostd_run_dir,
+        )

@@ -1,0 +1,303 @@
+"""The backend's data: database tables (SQLAlchemy) and the public wire models (pydantic).
+
+```
+tenants 1─* api_keys          a key authenticates as its tenant; only its sha256 is stored
+tenants 1─* sandboxes         every sandbox belongs to the tenant of the key that created it
+tenants 1─* idempotency_keys  (tenant, key) -> the sandbox a POST /v1/sandboxes created
+```
+
+Sandbox states: ``running`` (a VM in this process) -> ``stopped`` (TTL, shutdown, restart) or
+``failed``; a DELETE sets ``deleted_at`` and the row answers 404 from then on. Wire models follow
+spec/api.md section by section; each resource has Create, Update and Public shapes.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+from isorun_hostd.agent_channel.protocol import INITIAL_WINDOW_BYTES
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from sqlalchemy import JSON, DateTime, ForeignKey, Index, String, TypeDecorator
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+SandboxState = Literal["running", "stopped", "failed"]
+
+MIN_VCPUS, MAX_VCPUS = 1, 16
+MIN_MEMORY_MIB, MAX_MEMORY_MIB = 128, 16384
+MIN_TIMEOUT_S, MAX_TIMEOUT_S = 1, 86400
+MAX_STDIN_BYTES = INITIAL_WINDOW_BYTES
+MAX_STDIN_CHARS = MAX_STDIN_BYTES  # a first, cheap bound; the UTF-8 size is checked after
+MAX_OUTPUT_BYTES = 16 << 20  # per stream, buffered exec
+MAX_LIST_LIMIT = 200
+DEFAULT_LIST_LIMIT = 50
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+# -- tables ------------------------------------------------------------------------------------
+
+
+class UTCDateTime(TypeDecorator[dt.datetime]):
+    """An aware UTC datetime on every database: SQLite keeps no zone, so it is stored naive UTC."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: dt.datetime | None, dialect: Dialect) -> dt.datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: times are stored as aware UTC")
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+
+    def process_result_value(
+        self, value: dt.datetime | None, dialect: Dialect
+    ) -> dt.datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dt.datetime: UTCDateTime, dict[str, str]: JSON}  # noqa: RUF012
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    # "isr_" and the first characters of the key: enough to tell keys apart in a listing.
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+
+class SandboxRow(Base):
+    __tablename__ = "sandboxes"
+    # Lists are per tenant, newest first, paged by (created_at, id).
+    __table_args__ = (Index("ix_sandboxes_tenant_created", "tenant_id", "created_at", "id"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    image: Mapped[str] = mapped_column(String(512))
+    image_ref: Mapped[str] = mapped_column(String(512))
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    vcpus: Mapped[int]
+    memory_mib: Mapped[int]
+    env: Mapped[dict[str, str]]
+    # `metadata` is taken by SQLAlchemy's declarative base; the column keeps the API's name.
+    meta: Mapped[dict[str, str]] = mapped_column("metadata")
+    labels: Mapped[dict[str, str]]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[dt.datetime]
+    deleted_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+
+class IdempotencyRecord(Base):
+    """A create in progress (``sandbox_id`` null) or done, for 24 h per (tenant, key)."""
+
+    __tablename__ = "idempotency_keys"
+
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    sandbox_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
+# -- wire models (spec/api.md) -----------------------------------------------------------------
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+StrMap = dict[str, str]
+GuestPath = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+
+
+class Problem(BaseModel):
+    """spec/api.md "Conventions": an RFC 9457 problem, the body of every error."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    request_id: str
+    errors: list[dict[str, Any]] | None = None
+    sandbox_id: str | None = None
+
+
+class Health(BaseModel):
+    """spec/api.md "Health"."""
+
+    status: Literal["ok"]
+    version: str
+    accelerator: Literal["kvm", "tcg"]
+
+
+class SandboxCreate(_Request):
+    """spec/api.md "Sandboxes": POST /v1/sandboxes."""
+
+    image: str = Field(default="python", min_length=1, max_length=512)
+    vcpus: int = Field(default=1, ge=MIN_VCPUS, le=MAX_VCPUS)
+    memory_mib: int = Field(default=1024, ge=MIN_MEMORY_MIB, le=MAX_MEMORY_MIB)
+    timeout_s: int = Field(default=300, ge=MIN_TIMEOUT_S, le=MAX_TIMEOUT_S)
+    env: StrMap = Field(default_factory=dict)
+    metadata: StrMap = Field(default_factory=dict)
+    labels: StrMap = Field(default_factory=dict)
+
+
+class SandboxUpdate(_Request):
+    """spec/api.md "Sandboxes": POST /v1/sandboxes/{id}/keepalive (the only update)."""
+
+    timeout_s: int = Field(ge=MIN_TIMEOUT_S, le=MAX_TIMEOUT_S)
+
+
+class SandboxPublic(BaseModel):
+    """spec/api.md "Sandboxes": the Sandbox object."""
+
+    id: str
+    image: str
+    image_ref: str
+    state: SandboxState
+    vcpus: int
+    memory_mib: int
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    env: StrMap
+    metadata: StrMap
+    labels: StrMap
+
+
+class SandboxList(BaseModel):
+    data: list[SandboxPublic]
+    next_cursor: str | None
+
+
+class ExecCreate(_Request):
+    """spec/api.md "Exec": POST /v1/sandboxes/{id}/exec."""
+
+    command: Annotated[list[str], Field(min_length=1)] | Annotated[str, Field(min_length=1)]
+    env: StrMap = Field(default_factory=dict)
+    cwd: str | None = None
+    user: str | None = None
+    timeout_s: float = Field(default=0, ge=0, le=MAX_TIMEOUT_S)
+    # At most one flow-control window, so it is written whole before any output is read.
+    stdin: str | None = Field(default=None, max_length=MAX_STDIN_CHARS)
+
+    @field_validator("stdin")
+    @classmethod
+    def _stdin_fits(cls, stdin: str | None) -> str | None:
+        if stdin is not None and len(stdin.encode()) > MAX_STDIN_BYTES:
+            raise ValueError(f"stdin is larger than {MAX_STDIN_BYTES} bytes as UTF-8")
+        return stdin
+
+
+class ExecStartEvent(BaseModel):
+    """spec/api.md "Exec": the first NDJSON line of a streamed exec."""
+
+    type: Literal["start"] = "start"
+    pid: int
+
+
+class ExecOutputEvent(BaseModel):
+    """spec/api.md "Exec": a chunk of output, base64 of the raw bytes."""
+
+    type: Literal["stdout", "stderr"]
+    data: str
+
+
+class ExecExitEvent(BaseModel):
+    """spec/api.md "Exec": the last line of a streamed exec that ran to its end."""
+
+    type: Literal["exit"] = "exit"
+    exit_code: int | None
+    signal: int | None
+    timed_out: bool
+    duration_ms: int
+
+
+ExecEvent = ExecStartEvent | ExecOutputEvent | ExecExitEvent
+
+
+class ExecResult(BaseModel):
+    """spec/api.md "Exec": the buffered answer."""
+
+    exit_code: int | None
+    signal: int | None
+    timed_out: bool
+    duration_ms: int
+    stdout: str
+    stderr: str
+    truncated: bool
+
+
+class ProcessPublic(BaseModel):
+    """spec/api.md "Exec": GET /v1/sandboxes/{id}/processes."""
+
+    pid: int
+    tag: str | None
+    argv: list[str]
+    running: bool
+    exit_code: int | None
+    signal: int | None
+
+
+class ProcessList(BaseModel):
+    data: list[ProcessPublic]
+    next_cursor: None = None
+
+
+class SignalCreate(_Request):
+    signal: int = Field(ge=1, le=64)
+
+
+class FileStatPublic(BaseModel):
+    """spec/api.md "Files": FileStat."""
+
+    name: str
+    path: str
+    type: Literal["file", "dir", "symlink", "other"]
+    size: int
+    mode: int
+    uid: int
+    gid: int
+    mtime_ms: int
+    link_target: str | None
+
+
+class FileList(BaseModel):
+    data: list[FileStatPublic]
+    next_cursor: None = None
+
+
+class FileWritten(BaseModel):
+    path: str
+    bytes: int
+
+
+class MkdirCreate(_Request):
+    path: GuestPath
+    parents: bool = True
+
+
+class RenameCreate(_Request):
+    src: GuestPath
+    dst: GuestPath

@@ -1,0 +1,408 @@
+"""Sandboxes: the rows tenants see, and the hostd VMs behind them.
+
+```
+create    resolve alias ─► reserve Idempotency-Key ─► hostd create (VM) ─► row "running"
+          hostd fails: no row, key released · row insert fails: VM destroyed, key released
+delete    forget VM ─► destroy it ─► row deleted_at (404 from then on)
+reaper    every reaper_interval_s: running rows past expires_at ─► destroy ─► "stopped";
+          running rows with no VM here ─► "stopped" (also once at start: after a restart the
+          old process's VMs died with it through PDEATHSIG)
+aclose    destroy every VM ─► their rows "stopped"
+```
+
+Invariant: a row is ``running`` only while its VM is in ``_live``. A VM enters ``_live`` before
+its row is written and leaves it before it is destroyed, so between the two a running row
+always has a VM; the one gap (the row update after a destroy fails) is closed by the reaper's
+sweep. This assumes one backend process owns the database's sandboxes: the embedded,
+single-machine deployment. Several backends sharing PostgreSQL will need an owner column.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+
+from isorun_hostd.images import ImageError
+from isorun_hostd.sandboxes import Runtime
+from isorun_hostd.sandboxes import Sandbox as VMSandbox
+from isorun_hostd.vm import VMError
+from isorun_hostd.vm.errors import BootTimeout
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from isorun_backend.core.config import BackendSettings
+from isorun_backend.core.security import Principal
+from isorun_backend.models import (
+    IdempotencyRecord,
+    SandboxCreate,
+    SandboxList,
+    SandboxPublic,
+    SandboxRow,
+    SandboxState,
+    SandboxUpdate,
+    utcnow,
+)
+from isorun_backend.services import images
+from isorun_backend.services.errors import (
+    Conflict,
+    InternalError,
+    InvalidRequest,
+    SandboxNotFound,
+    SandboxNotRunning,
+    ServiceError,
+    Unavailable,
+)
+from isorun_backend.storage import Database
+
+log = logging.getLogger(__name__)
+
+IDEMPOTENCY_TTL = dt.timedelta(hours=24)
+
+
+@dataclass(frozen=True, slots=True)
+class Running:
+    """A running sandbox as exec, processes and files need it."""
+
+    id: str
+    env: dict[str, str]
+    vm: VMSandbox
+
+
+class SandboxService:
+    """Owns the map sandbox id -> hostd sandbox, and every change to a sandbox row.
+
+    Call ``start()`` before use and ``aclose()`` at shutdown (the app's lifespan does both).
+    """
+
+    def __init__(self, settings: BackendSettings, db: Database, runtime: Runtime) -> None:
+        self._settings = settings
+        self._db = db
+        self._runtime = runtime
+        # The VMs this process runs; the only reference to them besides hostd's own.
+        self._live: dict[str, VMSandbox] = {}
+        self._reaper: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Mark rows left running by an earlier process stopped; start the TTL reaper."""
+        await self._sweep_orphans()
+        self._reaper = asyncio.create_task(self._bg_reap(), name="isorun-sandbox-reaper")
+
+    async def aclose(self) -> None:
+        """Stop the reaper and destroy every VM; their rows become ``stopped``."""
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        ids = list(self._live)
+        self._live.clear()
+        await self._runtime.aclose()
+        await self._set_stopped(ids)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def create(
+        self, principal: Principal, body: SandboxCreate, idempotency_key: str | None = None
+    ) -> tuple[SandboxPublic, bool]:
+        """Boot a sandbox; returns it and whether it is an earlier create's answer (replay).
+
+        Raises:
+            ImageRejected, ImageUnavailable: see services.images.
+            Conflict: the Idempotency-Key is in use by a create in progress, or was used with a
+                different request.
+            Unavailable, InternalError: the VM did not boot.
+        """
+        reference = images.resolve(body.image, self._settings.image_aliases)
+        if idempotency_key is not None:
+            replay = await self._reserve(principal, idempotency_key, _request_hash(body))
+            if replay is not None:
+                return await self._public_any(principal, replay), True
+        try:
+            public = await self._boot(principal, body, reference, idempotency_key)
+        except BaseException:
+            if idempotency_key is not None:
+                await asyncio.shield(self._release(principal, idempotency_key))
+            raise
+        return public, False
+
+    async def _boot(
+        self,
+        principal: Principal,
+        body: SandboxCreate,
+        reference: str,
+        idempotency_key: str | None,
+    ) -> SandboxPublic:
+        try:
+            vm = await self._runtime.create(reference, vcpus=body.vcpus, mem_mib=body.memory_mib)
+        except ImageError as exc:
+            raise images.translate(exc) from exc
+        except BootTimeout as exc:
+            raise Unavailable(f"the sandbox did not boot in time: {exc}") from exc
+        except VMError as exc:
+            raise InternalError(f"the sandbox did not boot: {exc}") from exc
+        self._live[vm.id] = vm
+        now = utcnow()
+        row = SandboxRow(
+            id=vm.id,
+            tenant_id=principal.tenant_id,
+            image=body.image,
+            image_ref=vm.image.pinned,
+            state="running",
+            vcpus=body.vcpus,
+            memory_mib=body.memory_mib,
+            env=body.env,
+            meta=body.metadata,
+            labels=body.labels,
+            created_at=now,
+            expires_at=now + dt.timedelta(seconds=body.timeout_s),
+        )
+        try:
+            async with self._db.session() as session, session.begin():
+                session.add(row)
+                if idempotency_key is not None:
+                    record = await session.get(
+                        IdempotencyRecord, (principal.tenant_id, idempotency_key)
+                    )
+                    if record is not None:
+                        record.sandbox_id = vm.id
+        except BaseException:
+            self._live.pop(vm.id, None)
+            await asyncio.shield(self._runtime.destroy(vm))
+            raise
+        log.info("sandbox %s created for %s from %s", vm.id, principal.tenant_id, row.image_ref)
+        return _public(row)
+
+    async def get(self, principal: Principal, sandbox_id: str) -> SandboxPublic:
+        """Raises: SandboxNotFound (also for another tenant's sandbox)."""
+        async with self._db.session() as session:
+            return _public(await _row(session, principal, sandbox_id))
+
+    async def listing(
+        self,
+        principal: Principal,
+        *,
+        state: SandboxState | None = None,
+        labels: dict[str, str] | None = None,
+        limit: int,
+        cursor: str | None = None,
+    ) -> SandboxList:
+        """The tenant's sandboxes, newest first, ``limit`` at a time.
+
+        Raises:
+            InvalidRequest: ``cursor`` is not one this service handed out.
+        """
+        query = select(SandboxRow).where(
+            SandboxRow.tenant_id == principal.tenant_id, SandboxRow.deleted_at.is_(None)
+        )
+        if state is not None:
+            query = query.where(SandboxRow.state == state)
+        for key, value in (labels or {}).items():
+            query = query.where(SandboxRow.labels[key].as_string() == value)
+        if cursor is not None:
+            created_at, last_id = _decode_cursor(cursor)
+            query = query.where(
+                or_(
+                    SandboxRow.created_at < created_at,
+                    and_(SandboxRow.created_at == created_at, SandboxRow.id < last_id),
+                )
+            )
+        query = query.order_by(SandboxRow.created_at.desc(), SandboxRow.id.desc()).limit(limit + 1)
+        async with self._db.session() as session:
+            rows = list(await session.scalars(query))
+        page = rows[:limit]
+        next_cursor = _encode_cursor(page[-1]) if len(rows) > limit else None
+        return SandboxList(data=[_public(row) for row in page], next_cursor=next_cursor)
+
+    async def delete(self, principal: Principal, sandbox_id: str) -> None:
+        """Destroy the VM (if running) and delete the sandbox.
+
+        Raises:
+            SandboxNotFound: no such sandbox, or it was deleted already.
+        """
+        async with self._db.session() as session:
+            await _row(session, principal, sandbox_id)
+        vm = self._live.pop(sandbox_id, None)
+        if vm is not None:
+            await self._runtime.destroy(vm)
+        async with self._db.session() as session, session.begin():
+            row = await _row(session, principal, sandbox_id)
+            row.deleted_at = utcnow()
+            if row.state == "running":
+                row.state = "stopped"
+        log.info("sandbox %s deleted", sandbox_id)
+
+    async def keepalive(
+        self, principal: Principal, sandbox_id: str, body: SandboxUpdate
+    ) -> SandboxPublic:
+        """Move the expiry to ``timeout_s`` from now.
+
+        Raises:
+            SandboxNotFound, SandboxNotRunning.
+        """
+        async with self._db.session() as session, session.begin():
+            row = await _row(session, principal, sandbox_id)
+            if row.state != "running":
+                raise SandboxNotRunning(sandbox_id, row.state)
+            row.expires_at = utcnow() + dt.timedelta(seconds=body.timeout_s)
+            return _public(row)
+
+    async def running(self, principal: Principal, sandbox_id: str) -> Running:
+        """The tenant's sandbox and its VM, for exec, processes and files.
+
+        Raises:
+            SandboxNotFound, SandboxNotRunning.
+        """
+        async with self._db.session() as session:
+            row = await _row(session, principal, sandbox_id)
+        vm = self._live.get(sandbox_id)
+        if row.state != "running" or vm is None:
+            raise SandboxNotRunning(sandbox_id, "stopped" if row.state == "running" else row.state)
+        return Running(sandbox_id, row.env, vm)
+
+    def lost(self, sandbox_id: str, exc: Exception) -> ServiceError:
+        """The error for an agent channel that broke while in use: the sandbox was stopped
+        meanwhile (by a delete or its TTL), or its VM failed under us."""
+        if sandbox_id not in self._live:
+            return SandboxNotRunning(sandbox_id, "stopped")
+        return InternalError(f"lost the connection to the sandbox: {exc}", sandbox_id=sandbox_id)
+
+    # -- idempotency ---------------------------------------------------------------------------
+
+    async def _reserve(self, principal: Principal, key: str, request_hash: str) -> str | None:
+        """Claim ``key`` for a new create, or return the sandbox id an earlier one made."""
+        try:
+            async with self._db.session() as session, session.begin():
+                record = await session.get(IdempotencyRecord, (principal.tenant_id, key))
+                if record is not None and record.created_at < utcnow() - IDEMPOTENCY_TTL:
+                    await session.delete(record)
+                    await session.flush()
+                    record = None
+                if record is None:
+                    session.add(
+                        IdempotencyRecord(
+                            tenant_id=principal.tenant_id, key=key, request_hash=request_hash
+                        )
+                    )
+                    return None
+                if record.request_hash != request_hash:
+                    raise Conflict(f"Idempotency-Key {key!r} was used with a different request")
+                if record.sandbox_id is None:
+                    raise Conflict(f"a create with Idempotency-Key {key!r} is in progress")
+                return record.sandbox_id
+        except IntegrityError as exc:
+            # Another request inserted the same key between our read and our insert.
+            raise Conflict(f"a create with Idempotency-Key {key!r} is in progress") from exc
+
+    async def _release(self, principal: Principal, key: str) -> None:
+        """Forget a key whose create failed, so that a retry creates again."""
+        async with self._db.session() as session, session.begin():
+            record = await session.get(IdempotencyRecord, (principal.tenant_id, key))
+            if record is not None and record.sandbox_id is None:
+                await session.delete(record)
+
+    async def _public_any(self, principal: Principal, sandbox_id: str) -> SandboxPublic:
+        """A sandbox as it is now, deleted or not (an idempotent replay names it either way)."""
+        async with self._db.session() as session:
+            row = await session.get(SandboxRow, sandbox_id)
+        if row is None or row.tenant_id != principal.tenant_id:
+            raise SandboxNotFound(sandbox_id)
+        return _public(row)
+
+    # -- expiry and reconciliation -------------------------------------------------------------
+
+    async def _bg_reap(self) -> None:
+        while True:
+            await asyncio.sleep(self._settings.reaper_interval_s)
+            try:
+                await self.reap()
+            except Exception:
+                log.exception("sandbox reaper pass failed; retrying next interval")
+
+    async def reap(self) -> None:
+        """Stop the sandboxes past their expiry, and running rows that have no VM here."""
+        async with self._db.session() as session:
+            expired = list(
+                await session.scalars(
+                    select(SandboxRow.id).where(
+                        SandboxRow.state == "running", SandboxRow.expires_at <= utcnow()
+                    )
+                )
+            )
+        for sandbox_id in expired:
+            vm = self._live.pop(sandbox_id, None)
+            if vm is not None:
+                log.info("sandbox %s expired; destroying it", sandbox_id)
+                await self._runtime.destroy(vm)
+        await self._set_stopped(expired)
+        await self._sweep_orphans()
+
+    async def _sweep_orphans(self) -> None:
+        async with self._db.session() as session:
+            running = set(
+                await session.scalars(select(SandboxRow.id).where(SandboxRow.state == "running"))
+            )
+        orphans = sorted(running - self._live.keys())
+        if orphans:
+            log.warning("sandboxes %s have no VM in this process; marking them stopped", orphans)
+            await self._set_stopped(orphans)
+
+    async def _set_stopped(self, ids: list[str]) -> None:
+        if not ids:
+            return
+        async with self._db.session() as session, session.begin():
+            await session.execute(
+                update(SandboxRow)
+                .where(SandboxRow.id.in_(ids), SandboxRow.state == "running")
+                .values(state="stopped")
+            )
+
+
+async def _row(session: AsyncSession, principal: Principal, sandbox_id: str) -> SandboxRow:
+    row = await session.get(SandboxRow, sandbox_id)
+    if row is None or row.tenant_id != principal.tenant_id or row.deleted_at is not None:
+        raise SandboxNotFound(sandbox_id)
+    return row
+
+
+def _public(row: SandboxRow) -> SandboxPublic:
+    return SandboxPublic(
+        id=row.id,
+        image=row.image,
+        image_ref=row.image_ref,
+        state=row.state,  # type: ignore[arg-type]  # the column only ever holds SandboxState
+        vcpus=row.vcpus,
+        memory_mib=row.memory_mib,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        env=row.env,
+        metadata=row.meta,
+        labels=row.labels,
+    )
+
+
+def _request_hash(body: SandboxCreate) -> str:
+    return hashlib.sha256(json.dumps(body.model_dump(), sort_keys=True).encode()).hexdigest()
+
+
+def _encode_cursor(row: SandboxRow) -> str:
+    raw = json.dumps([row.created_at.isoformat(), row.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created_at, last_id = json.loads(raw)
+        when = dt.datetime.fromisoformat(created_at)
+        if when.tzinfo is None or not isinstance(last_id, str):
+            raise ValueError("not a cursor")
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise InvalidRequest("not a cursor from an earlier page", field="cursor") from exc
+    return when, last_id
