@@ -3,6 +3,7 @@ package files
 import (
 	"bytes"
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log"
@@ -11,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/isorun/isorun/agent/internal/channel/channeltest"
 	"github.com/isorun/isorun/agent/internal/spec"
@@ -226,5 +229,64 @@ func TestListBatches(t *testing.T) {
 	}
 	if len(r.Events) == 0 || total != n {
 		t.Fatalf("%d events, %d entries", len(r.Events), total)
+	}
+}
+
+// read and append refuse FIFOs and devices at once. Opening a FIFO used to block in the kernel
+// until the other end showed up, and reading one (or a TTY) until data came; CANCEL could not
+// end either, so each abandoned request pinned an OS thread of PID 1.
+func TestSpecialFilesRefused(t *testing.T) {
+	c := newClient(t)
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := unix.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// A FIFO with a writer: opening it no longer waits, reading it would.
+	held := filepath.Join(dir, "held")
+	if err := unix.Mkfifo(held, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	hold, err := os.OpenFile(held, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Close()
+	cases := []struct {
+		req  map[string]any
+		word string
+	}{
+		{map[string]any{"op": "read", "path": fifo}, "is a fifo, not a regular file"},
+		{map[string]any{"op": "read", "path": held}, "is a fifo, not a regular file"},
+		{map[string]any{"op": "write", "path": fifo, "append": true}, "is a fifo, not a regular file"},
+		{map[string]any{"op": "write", "path": held, "append": true}, "is a fifo, not a regular file"},
+		{map[string]any{"op": "read", "path": "/dev/null"}, "is a character device"},
+	}
+	for _, tc := range cases {
+		cv := c.Open(tc.req)
+		f, ok := cv.NextWithin(3 * time.Second)
+		if !ok {
+			cv.Cancel()
+			t.Errorf("%v: no answer within 3s (blocked)", tc.req)
+			continue
+		}
+		var e struct{ Code, Message string }
+		if f.Type != spec.TypeError || json.Unmarshal(f.Payload, &e) != nil ||
+			e.Code != spec.CodeBadRequest || !strings.Contains(e.Message, tc.word) {
+			t.Errorf("%v: frame %d %s", tc.req, f.Type, f.Payload)
+		}
+	}
+	// Regular files still work through the same path, appends included.
+	path := filepath.Join(dir, "plain")
+	w := c.Open(map[string]any{"op": "write", "path": path, "append": true, "mode": 0o600})
+	w.SendAll([]byte("abc"))
+	if r := w.Collect(false); r.Reply["bytes"] != float64(3) {
+		t.Fatalf("append: %v", r)
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("append created %v %v", fi, err)
+	}
+	if r := c.Call(map[string]any{"op": "read", "path": path}); string(r.Data[0]) != "abc" {
+		t.Fatalf("read: %v", r)
 	}
 }

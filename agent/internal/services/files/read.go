@@ -1,9 +1,9 @@
 package files
 
 import (
+	"context"
 	"errors"
 	"io"
-	"os"
 
 	"golang.org/x/sys/unix"
 
@@ -33,24 +33,20 @@ func (s *Service) read(st *channel.Stream, req channel.Request) (any, error) {
 		return nil, channel.BadRequest("length", "must be -1 (to the end) or more")
 	}
 
-	f, err := os.Open(path)
+	f, fst, err := openRegular(path, unix.O_RDONLY, 0)
 	if err != nil {
-		return nil, channel.FromOS(path, err)
+		return nil, err
 	}
 	defer f.Close()
-	var fst unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &fst); err != nil {
-		return nil, channel.FromOS(path, err)
-	}
-	if fst.Mode&unix.S_IFMT == unix.S_IFDIR {
-		return nil, channel.Errorf(spec.CodeIsADirectory, "%s: is a directory", path)
-	}
+	// A CANCEL closes the file, which wakes a read parked in the poller (see openRegular).
+	stop := context.AfterFunc(st.Context(), func() { f.Close() })
+	defer stop()
 	if offset > 0 {
 		if _, err := f.Seek(offset, io.SeekStart); err != nil {
 			return nil, channel.FromOS(path, err)
 		}
 	}
-	if err := st.Event(withEvent("stat", describe(path, &fst))); err != nil {
+	if err := st.Event(withEvent("stat", describe(path, fst))); err != nil {
 		return nil, nil
 	}
 

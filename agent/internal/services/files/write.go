@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/isorun/isorun/agent/internal/channel"
 	"github.com/isorun/isorun/agent/internal/spec"
 )
@@ -49,7 +51,7 @@ func (s *Service) write(st *channel.Stream, req channel.Request) (any, error) {
 	var f *os.File
 	if appendMode {
 		_, statErr := os.Lstat(path)
-		f, err = os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, os.FileMode(mode)&os.ModePerm)
+		f, _, err = openRegular(path, unix.O_WRONLY|unix.O_APPEND|unix.O_CREAT, mode&0o777)
 		if err == nil && errors.Is(statErr, os.ErrNotExist) {
 			err = f.Chmod(fileMode(mode))
 		}
