@@ -290,3 +290,21 @@ func TestSpecialFilesRefused(t *testing.T) {
 		t.Fatalf("read: %v", r)
 	}
 }
+
+// The temp file of a write must fit NAME_MAX even when the target's own name is near it.
+func TestWriteLongName(t *testing.T) {
+	c := newClient(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, strings.Repeat("n", 250))
+	w := c.Open(map[string]any{"op": "write", "path": path})
+	w.SendAll([]byte("long"))
+	if r := w.Collect(false); r.Reply["bytes"] != float64(4) {
+		t.Fatalf("write: %v", r)
+	}
+	if b, err := os.ReadFile(path); err != nil || string(b) != "long" {
+		t.Fatalf("read back %q %v", b, err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Fatalf("temp files left: %v", entries)
+	}
+}

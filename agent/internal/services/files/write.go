@@ -56,7 +56,9 @@ func (s *Service) write(st *channel.Stream, req channel.Request) (any, error) {
 			err = f.Chmod(fileMode(mode))
 		}
 	} else {
-		f, err = os.CreateTemp(dir, "."+filepath.Base(path)+".isorun-*")
+		// A short fixed pattern: deriving it from the name would exceed NAME_MAX (255) for
+		// legal names of 240 bytes and more.
+		f, err = os.CreateTemp(dir, ".isorun-*.tmp")
 	}
 	if err != nil {
 		if f != nil {
