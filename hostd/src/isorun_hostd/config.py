@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     )
     run_dir: Path = Field(
         default=Path("/run/isorun"),
-        description="one folder per running VM (sockets, console log); short, for socket paths",
+        description="one folder per running VM (sockets, QEMU log); short, for socket paths",
     )
     agent_path: Path = Field(
         default=REPO_ROOT / "agent" / "bin" / "isorun-agent",

@@ -55,3 +55,12 @@ async def test_read_flood_is_delivered_in_full(sandbox: Sandbox) -> None:
     result = await run(sandbox, "head -c 20000000 /dev/zero", timeout_s=120)
     assert result.end.exit_code == 0
     assert len(result.stdout) == 20_000_000 and result.stdout.count(0) == 20_000_000
+
+
+async def test_console_flood_is_bounded_on_the_host(sandbox: Sandbox) -> None:
+    result = await run(sandbox, "head -c 200000 /dev/zero | tr '\\0' x > /dev/ttyS0", timeout_s=120)
+    assert result.end.exit_code == 0
+    console = sandbox.vm.console
+    assert console.total_bytes >= 200_000
+    assert len(console.tail(10_000)) <= 64 << 10
+    assert not [p for p in sandbox.vm.paths.root.iterdir() if p.stat().st_size > 1 << 20]

@@ -73,10 +73,6 @@ class RunPaths:
         return self.root / "agent.sock"
 
     @property
-    def console(self) -> Path:
-        return self.root / "console.log"
-
-    @property
     def pid_file(self) -> Path:
         return self.root / "qemu.pid"
 
@@ -105,7 +101,7 @@ def build_argv(spec: VMSpec, caps: HostCapabilities, boot: BootFiles, paths: Run
         "-smp", str(spec.vcpus),
         "-m", f"{spec.mem_mib}M",
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-        "-serial", f"file:{_opt(paths.console)}",
+        "-serial", "stdio",
         "-kernel", str(boot.kernel),
         "-initrd", str(boot.initramfs),
         "-append", kernel_cmdline(spec, caps),

@@ -25,6 +25,7 @@ from isorun_hostd.vm import process
 from isorun_hostd.vm.bootfiles import BootFiles
 from isorun_hostd.vm.capabilities import HostCapabilities
 from isorun_hostd.vm.cmdline import RunPaths, VMSpec, build_argv
+from isorun_hostd.vm.console import ConsoleRing
 from isorun_hostd.vm.errors import BootTimeout, LaunchError
 from isorun_hostd.vm.qmp import QMP
 from isorun_hostd.vm.state import StateMachine, VMState
@@ -58,6 +59,8 @@ class MicroVM:
         self._process: asyncio.subprocess.Process | None = None
         self._qmp: QMP | None = None
         self._channel: AgentChannel | None = None
+        self._console_task: asyncio.Task[None] | None = None
+        self.console = ConsoleRing()
         self.boot_ms = 0.0
 
     @property
@@ -84,6 +87,10 @@ class MicroVM:
             self.paths.root.mkdir(parents=True, exist_ok=False)
             self._process = await process.launch(self._argv, self.paths.root / "qemu.log")
             self.paths.pid_file.write_text(str(self._process.pid))
+            assert self._process.stdout is not None
+            self._console_task = asyncio.create_task(
+                self.console.drain(self._process.stdout), name=f"console-{self.spec.vm_id}"
+            )
             self._qmp = QMP(self.spec.vm_id)
             await asyncio.wait_for(
                 self._qmp.connect(self.paths.qmp, self._process), QMP_CONNECT_TIMEOUT_S
@@ -125,14 +132,14 @@ class MicroVM:
     def _boot_error(self, exc: BaseException, timeout_s: float) -> BaseException:
         vm_id = self.spec.vm_id
         if isinstance(exc, TimeoutError):
-            console = process.tail(self.paths.console)
+            console = self.console.tail()
             return BootTimeout(
                 f"VM {vm_id}: the guest agent did not answer within {timeout_s:g} s; "
                 f"last console lines:\n{console or '(none)'}"
             )
         if isinstance(exc, LaunchError | ChannelError | OSError | QMPError):
             qemu_log = process.tail(self.paths.root / "qemu.log")
-            console = process.tail(self.paths.console)
+            console = self.console.tail()
             error = LaunchError(
                 f"QEMU failed for VM {vm_id}: {exc}\n"
                 f"qemu: {qemu_log or '(no output)'}\nconsole: {console or '(none)'}"
@@ -148,12 +155,18 @@ class MicroVM:
         self.state.move(VMState.STOPPING)
         if self._channel is not None:
             await self._channel.aclose()
-        if self._qmp is not None:
-            await self._quit(self._qmp)
-        if self._process is not None:
-            await process.kill(self._process)
-        shutil.rmtree(self.paths.root, ignore_errors=True)
-        self.state.move(VMState.STOPPED)
+        try:
+            if self._qmp is not None:
+                await self._quit(self._qmp)
+            if self._process is not None:
+                await process.kill(self._process)
+        except TimeoutError:
+            log.error("VM %s: QEMU (pid %s) did not exit after SIGKILL", self.spec.vm_id, self.pid)
+        finally:
+            if self._console_task is not None:
+                self._console_task.cancel()
+            shutil.rmtree(self.paths.root, ignore_errors=True)
+            self.state.move(VMState.STOPPED)
 
     async def _quit(self, qmp: QMP) -> None:
         with contextlib.suppress(QMPError, OSError, asyncio.TimeoutError, EOFError):

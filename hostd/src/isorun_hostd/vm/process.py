@@ -2,7 +2,8 @@
 
 QEMU is started with ``PR_SET_PDEATHSIG=SIGKILL`` so that it dies with hostd even when hostd
 itself is killed, and in its own session so a terminal's Ctrl-C reaches hostd, which then tears
-VMs down in order. Its stderr goes to ``qemu.log`` in the run folder, which error messages quote.
+VMs down in order. Its stderr goes to ``qemu.log`` in the run folder, which error messages quote;
+its stdout carries the guest console (see ``console``).
 """
 
 from __future__ import annotations
@@ -23,12 +24,12 @@ def _die_with_parent() -> None:
 
 
 async def launch(argv: list[str], log_path: Path) -> asyncio.subprocess.Process:
-    """Start QEMU. Raises OSError if the binary cannot be executed."""
+    """Start QEMU with its stdout piped. Raises OSError if the binary cannot be executed."""
     with log_path.open("ab") as log:
         return await asyncio.create_subprocess_exec(
             *argv,
             stdin=asyncio.subprocess.DEVNULL,
-            stdout=log,
+            stdout=asyncio.subprocess.PIPE,
             stderr=log,
             start_new_session=True,
             preexec_fn=_die_with_parent,
@@ -43,10 +44,12 @@ async def kill(process: asyncio.subprocess.Process) -> None:
     await asyncio.wait_for(process.wait(), KILL_WAIT_S)
 
 
-def tail(path: Path, lines: int = 15) -> str:
+def tail(path: Path, lines: int = 15, max_bytes: int = 64 << 10) -> str:
     """The last lines of a log file, for error messages."""
     try:
-        text = path.read_text(errors="replace")
+        with path.open("rb") as f:
+            f.seek(max(0, f.seek(0, 2) - max_bytes))
+            text = f.read().decode(errors="replace")
     except OSError:
         return ""
     return "\n".join(text.strip().splitlines()[-lines:])
