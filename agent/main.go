@@ -60,18 +60,28 @@ func main() {
 	}
 
 	procs := process.New(logger)
+	fs := files.New(logger)
 	handlers := map[string]channel.Handler{}
 	for _, svc := range []map[string]channel.Handler{
 		system.New(procs.Running).Handlers(),
 		procs.Handlers(),
-		files.New(logger).Handlers(),
+		fs.Handlers(),
 	} {
 		for op, h := range svc {
 			handlers[op] = h
 		}
 	}
+	// Every other op's DATA is dropped on arrival (channel.Inputs).
+	inputs := channel.Inputs{}
+	for _, svc := range []channel.Inputs{procs.Inputs(), fs.Inputs()} {
+		for op, reads := range svc {
+			inputs[op] = reads
+		}
+	}
 	logger.Printf("agent %s ready (protocol %d)", version.Version, version.Protocol)
-	_ = channel.NewSession(port, port, logger, handlers).Serve(context.Background())
+	sess := channel.NewSession(port, port, logger, handlers)
+	sess.Inputs = inputs
+	_ = sess.Serve(context.Background())
 }
 
 func openDevPort(path string) (io.ReadWriter, error) {

@@ -20,6 +20,12 @@ import (
 // handler may simply return when Stream.Context is done.
 type Handler func(st *Stream, req Request) (any, error)
 
+// Inputs names the ops whose streams read DATA on channel 0: Inputs[op](req) reports whether
+// that request does (a nil func: always). DATA on any other stream still spends credit but
+// counts as consumed and is dropped on arrival, so a host cannot park a window of bytes on each
+// stream of an op that never reads them. A nil Inputs means that every op reads input.
+type Inputs map[string]func(Request) bool
+
 // Session multiplexes streams over one port (protocol.md sections 2 to 4).
 //
 //	reader goroutine ──frames──▶ hello / open stream / route DATA, EOF, CREDIT, CANCEL
@@ -41,6 +47,8 @@ type Session struct {
 	// reports POLLHUP continuously while the host is away, so sleeping is the only way to wait;
 	// the delay bounds how late a new host's HELLO is noticed.
 	RetryDelay time.Duration
+	// Inputs says which requests read DATA on channel 0; set it before Serve.
+	Inputs Inputs
 
 	epoch atomic.Uint64
 	out   chan outFrame
@@ -233,12 +241,20 @@ func (s *Session) open(ctx context.Context, f Frame) {
 		s.sendError(f.Stream, Errorf(spec.CodeBusy, "%d streams are open", spec.MaxStreams))
 		return
 	}
-	st := newStream(ctx, s, f.Stream, s.epoch.Load())
+	st := newStream(ctx, s, f.Stream, s.epoch.Load(), s.readsInput(req))
 	s.streams[f.Stream] = st
 	s.mu.Unlock()
 	Go(s.log, "stream handler", func() { st.run(h, req) }, func(p any) {
 		st.finish(nil, Errorf(spec.CodeInternal, "handler panicked: %v", p))
 	})
+}
+
+func (s *Session) readsInput(req Request) bool {
+	if s.Inputs == nil {
+		return true
+	}
+	reads, ok := s.Inputs[req.Op]
+	return ok && (reads == nil || reads(req))
 }
 
 func (s *Session) remove(st *Stream) {

@@ -16,6 +16,9 @@ import (
 	"github.com/isorun/isorun/agent/internal/spec"
 )
 
+// testInputs: of the test ops, only sink reads channel 0.
+var testInputs = channel.Inputs{"sink": nil}
+
 func testHandlers() map[string]channel.Handler {
 	return map[string]channel.Handler{
 		"echo": func(st *channel.Stream, req channel.Request) (any, error) {
@@ -63,7 +66,7 @@ func testHandlers() map[string]channel.Handler {
 }
 
 func TestHelloAndRequests(t *testing.T) {
-	c := channeltest.Start(t, testHandlers())
+	c := channeltest.Start(t, testHandlers(), testInputs)
 	h := c.Hello("s1")
 	if h["protocol"] != float64(1) || h["agent_version"] == "" {
 		t.Fatalf("hello reply %v", h)
@@ -88,7 +91,7 @@ func TestHelloAndRequests(t *testing.T) {
 }
 
 func TestInboundCreditAndFlowControl(t *testing.T) {
-	c := channeltest.Start(t, testHandlers())
+	c := channeltest.Start(t, testHandlers(), testInputs)
 	c.Hello("s")
 	cv := c.Open(map[string]any{"op": "sink"})
 	// 4 windows' worth, sending only what the agent has granted.
@@ -120,7 +123,7 @@ func TestInboundCreditAndFlowControl(t *testing.T) {
 }
 
 func TestOutboundCreditBlocksOnlyItsStream(t *testing.T) {
-	c := channeltest.Start(t, testHandlers())
+	c := channeltest.Start(t, testHandlers(), testInputs)
 	c.Hello("s")
 	slow := c.Open(map[string]any{"op": "source", "bytes": 3 * spec.InitialWindowBytes})
 	got := 0
@@ -144,7 +147,7 @@ func TestOutboundCreditBlocksOnlyItsStream(t *testing.T) {
 }
 
 func TestCancelAndHelloDropStreams(t *testing.T) {
-	c := channeltest.Start(t, testHandlers())
+	c := channeltest.Start(t, testHandlers(), testInputs)
 	c.Hello("a")
 	cv := c.Open(map[string]any{"op": "block"})
 	cv.Cancel()
@@ -162,7 +165,7 @@ func TestCancelAndHelloDropStreams(t *testing.T) {
 }
 
 func TestBusy(t *testing.T) {
-	c := channeltest.Start(t, testHandlers())
+	c := channeltest.Start(t, testHandlers(), testInputs)
 	c.Hello("s")
 	for i := 0; i < spec.MaxStreams; i++ {
 		c.Open(map[string]any{"op": "block"})

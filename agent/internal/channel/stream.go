@@ -21,7 +21,8 @@ var ErrClosed = errors.New("stream closed")
 //     Senders wait for credit, so a host that stops granting stalls this stream only.
 //   - in: the host may send `inAllowed` more bytes. Received DATA is queued; it counts as
 //     consumed when the handler calls Recv again, and CREDIT is returned once half a window
-//     has been consumed. The queue is therefore bounded by one window.
+//     has been consumed. The queue is therefore bounded by one window. A stream whose request
+//     does not read input (Session.Inputs) queues nothing: its DATA is consumed on arrival.
 type Stream struct {
 	id     uint32
 	sess   *Session
@@ -33,6 +34,7 @@ type Stream struct {
 	closed     bool       // a final frame was queued, or the stream was dropped
 	credit     int64
 	creditWake chan struct{} // closed and replaced when credit grows or the stream closes
+	input      bool          // the request reads DATA on channel 0; otherwise DATA is dropped
 	inbox      [][]byte
 	inEOF      bool
 	inWake     chan struct{}
@@ -41,10 +43,10 @@ type Stream struct {
 	held       int64 // length of the chunk the last Recv returned
 }
 
-func newStream(parent context.Context, s *Session, id uint32, epoch uint64) *Stream {
+func newStream(parent context.Context, s *Session, id uint32, epoch uint64, input bool) *Stream {
 	ctx, cancel := context.WithCancel(parent)
 	return &Stream{
-		id: id, sess: s, epoch: epoch, ctx: ctx, cancel: cancel,
+		id: id, sess: s, epoch: epoch, ctx: ctx, cancel: cancel, input: input,
 		credit: spec.InitialWindowBytes, creditWake: make(chan struct{}),
 		inWake: make(chan struct{}), inAllowed: spec.InitialWindowBytes,
 	}
@@ -271,7 +273,7 @@ func (st *Stream) receive(f Frame) {
 			break
 		}
 		st.inAllowed -= int64(len(f.Payload))
-		if f.Flags == spec.ChannelInput && !st.inEOF && len(f.Payload) > 0 {
+		if st.input && f.Flags == spec.ChannelInput && !st.inEOF && len(f.Payload) > 0 {
 			st.inbox = append(st.inbox, f.Payload)
 			wake(&st.inWake)
 		} else {

@@ -37,9 +37,9 @@ type Client struct {
 	next  uint32
 }
 
-// Start serves handlers on a fresh session and returns a client connected to it. Everything is
-// torn down when the test ends.
-func Start(t testing.TB, handlers map[string]channel.Handler) *Client {
+// Start serves handlers on a fresh session and returns a client connected to it. inputs becomes
+// the session's Inputs (nil: every op reads input). Everything is torn down when the test ends.
+func Start(t testing.TB, handlers map[string]channel.Handler, inputs channel.Inputs) *Client {
 	t.Helper()
 	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -51,6 +51,7 @@ func Start(t testing.TB, handlers map[string]channel.Handler) *Client {
 		logger = log.New(os.Stderr, "agent: ", log.Lmicroseconds)
 	}
 	sess := channel.NewSession(agentConn, agentConn, logger, handlers)
+	sess.Inputs = inputs
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

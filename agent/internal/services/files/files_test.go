@@ -20,7 +20,8 @@ import (
 )
 
 func newClient(t *testing.T) *channeltest.Client {
-	c := channeltest.Start(t, New(log.New(io.Discard, "", 0)).Handlers())
+	s := New(log.New(io.Discard, "", 0))
+	c := channeltest.Start(t, s.Handlers(), s.Inputs())
 	c.Hello("files")
 	return c
 }

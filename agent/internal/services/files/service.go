@@ -22,6 +22,11 @@ func New(logger *log.Logger) *Service {
 	return &Service{log: logger}
 }
 
+// Inputs names the ops that read DATA on channel 0 (channel.Inputs): write.
+func (s *Service) Inputs() channel.Inputs {
+	return channel.Inputs{"write": nil}
+}
+
 // Handlers maps this service's ops to their handlers.
 func (s *Service) Handlers() map[string]channel.Handler {
 	return map[string]channel.Handler{

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/isorun/isorun/agent/internal/channel"
 	"github.com/isorun/isorun/agent/internal/channel/channeltest"
 	"github.com/isorun/isorun/agent/internal/spec"
 )
@@ -19,7 +20,7 @@ import (
 func newTestService(t *testing.T) (*Service, *channeltest.Client) {
 	t.Helper()
 	s := New(log.New(io.Discard, "", 0))
-	c := channeltest.Start(t, s.Handlers())
+	c := channeltest.Start(t, s.Handlers(), s.Inputs())
 	c.Hello("test")
 	t.Cleanup(func() {
 		for _, p := range s.snapshot() {
@@ -380,5 +381,29 @@ func TestRing(t *testing.T) {
 	}
 	if strings.Join(got, " ") != "1:a 2:bb 1:cc" {
 		t.Fatalf("%v", got)
+	}
+}
+
+// Only an exec with stdin reads channel 0; the session drops DATA for the others.
+func TestInputsOnlyExecWithStdin(t *testing.T) {
+	in := New(log.New(io.Discard, "", 0)).Inputs()
+	for body, want := range map[string]bool{
+		`{"op":"exec","argv":["cat"],"stdin":true}`:  true,
+		`{"op":"exec","argv":["cat"]}`:               false,
+		`{"op":"exec","argv":["cat"],"stdin":false}`: false,
+		`{"op":"exec","argv":["cat"],"stdin":"yes"}`: false,
+	} {
+		req, err := channel.ParseRequest([]byte(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := in[req.Op] != nil && in[req.Op](req); got != want {
+			t.Errorf("%s: reads input %v", body, got)
+		}
+	}
+	for _, op := range []string{"attach", "signal", "ps"} {
+		if _, ok := in[op]; ok {
+			t.Errorf("%s reads input", op)
+		}
 	}
 }

@@ -64,6 +64,14 @@ func (s *Service) Handlers() map[string]channel.Handler {
 	}
 }
 
+// Inputs names the ops that read DATA on channel 0 (channel.Inputs): exec with stdin.
+func (s *Service) Inputs() channel.Inputs {
+	return channel.Inputs{"exec": func(req channel.Request) bool {
+		stdin, err := req.Bool("stdin", false)
+		return err == nil && stdin
+	}}
+}
+
 // Running counts processes started through the agent that have not exited.
 func (s *Service) Running() int {
 	n := 0
