@@ -407,3 +407,28 @@ func TestInputsOnlyExecWithStdin(t *testing.T) {
 		}
 	}
 }
+
+// Ended processes are forgotten after ExitTTL by exec alone: before, only ps, attach, signal
+// and health pruned, so a workload that only execs kept every record and its output ring.
+func TestExecPrunesEnded(t *testing.T) {
+	s, c := newTestService(t)
+	s.ExitTTL = 100 * time.Millisecond
+	for i := 0; i < 5; i++ {
+		if r := c.Call(map[string]any{"op": "exec", "shell": "echo x"}); exitCode(t, r) != float64(0) {
+			t.Fatalf("exec %d: %v", i, r)
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	r := c.Call(map[string]any{"op": "exec", "argv": []string{"/bin/true"}})
+	exitCode(t, r)
+	s.mu.Lock()
+	n := len(s.procs)
+	s.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("%d process records kept, want only the last one", n)
+	}
+	// Within the TTL the ended process stays attachable, as before.
+	if r := c.Call(map[string]any{"op": "attach", "pid": pidOf(t, c)}); exitCode(t, r) != float64(0) {
+		t.Fatalf("attach within ttl: %v", r)
+	}
+}

@@ -87,17 +87,24 @@ func (s *Service) Running() int {
 func (s *Service) snapshot() []*Process {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	now := time.Now()
+	s.pruneLocked(time.Now())
 	out := make([]*Process, 0, len(s.procs))
-	for pid, p := range s.procs {
-		if st := p.state(); st.done && now.Sub(st.ended) > s.ExitTTL {
-			delete(s.procs, pid)
-			continue
-		}
+	for _, p := range s.procs {
 		out = append(out, p)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Pid < out[j].Pid })
 	return out
+}
+
+// pruneLocked forgets processes done for longer than ExitTTL, with their detached output; s.mu
+// must be held. snapshot and spawn both call it, so a workload that only ever execs does not
+// keep every record it ever made.
+func (s *Service) pruneLocked(now time.Time) {
+	for pid, p := range s.procs {
+		if st := p.state(); st.done && now.Sub(st.ended) > s.ExitTTL {
+			delete(s.procs, pid)
+		}
+	}
 }
 
 // find selects a process by the request's pid or tag. Among processes with the same tag the

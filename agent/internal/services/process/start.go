@@ -167,6 +167,7 @@ func (s *Service) spawn(r *execRequest) (*Process, error) {
 
 	// s.mu is held across the fork so that the tag check and the registration are atomic.
 	s.mu.Lock()
+	s.pruneLocked(time.Now())
 	if r.tag != "" {
 		for _, q := range s.procs {
 			if q.Tag == r.tag && q.state().running {
