@@ -104,6 +104,7 @@ class AsyncSandbox:
         self._client = client
         self._owns_client = owns_client
         self._info = info
+        self._destroyed = False
         self.files = AsyncFiles(client, info.id)
 
     @classmethod
@@ -374,16 +375,21 @@ class AsyncSandbox:
         await self._client.send(_routes.signal_process(self.id, pid, signal))
 
     async def destroy(self) -> None:
-        """Delete the sandbox (already gone counts as deleted), then `aclose()`.
+        """Delete the sandbox, then `aclose()`; a second call does nothing.
+
+        A sandbox already gone (expired, deleted elsewhere) counts as deleted.
 
         Raises:
             TransportError: The API could not be reached; the handle stays usable to retry.
             APIError: The API refused.
         """
+        if self._destroyed:
+            return
         try:
             await self._client.send(_routes.delete_sandbox(self.id))
         except SandboxNotFound:
             logger.debug("sandbox %s was already gone", self.id)
+        self._destroyed = True
         await self.aclose()
 
     async def aclose(self) -> None:

@@ -143,6 +143,7 @@ class Sandbox:
         self._client = client
         self._owns_client = owns_client
         self._info = info
+        self._destroyed = False
         self.files = Files(client, info.id)
 
     @classmethod
@@ -455,16 +456,21 @@ class Sandbox:
         self._client.send(_routes.signal_process(self.id, pid, signal))
 
     def destroy(self) -> None:
-        """Delete the sandbox (a sandbox already gone counts as deleted), then `close()`.
+        """Delete the sandbox, then `close()`; a second call does nothing.
+
+        A sandbox already gone (expired, deleted elsewhere) counts as deleted.
 
         Raises:
             TransportError: The API could not be reached; the handle stays usable to retry.
             APIError: The API refused.
         """
+        if self._destroyed:
+            return
         try:
             self._client.send(_routes.delete_sandbox(self.id))
         except SandboxNotFound:
             logger.debug("sandbox %s was already gone", self.id)
+        self._destroyed = True
         self.close()
 
     def close(self) -> None:
