@@ -136,7 +136,8 @@ class Files:
             Where the file went and how many bytes the guest wrote.
 
         Raises:
-            NotFound: A parent directory is missing and `parents` is false.
+            NotFound: A parent directory is missing and `parents` is false (or `FileError`,
+                as the guest reports it).
             OutcomeUnknown: The answer was lost after sending began.
         """
         req = _routes.write_file(
@@ -262,7 +263,8 @@ class AsyncFiles:
             Where the file went and how many bytes the guest wrote.
 
         Raises:
-            NotFound: A parent directory is missing and `parents` is false.
+            NotFound: A parent directory is missing and `parents` is false (or `FileError`,
+                as the guest reports it).
             OutcomeUnknown: The answer was lost after sending began.
         """
         req = _routes.write_file(

@@ -20,7 +20,6 @@ import binascii
 import codecs
 import json
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from pydantic import ValidationError
 
@@ -87,14 +86,11 @@ class ExecStreamDecoder:
                 self._exited = True
                 yield ExitEvent.model_validate(obj)
             elif kind == "error":
-                raise self._error(obj)
+                raise error_from_problem(obj, status_code=500, sandbox_id=self._sandbox_id)
         except (ValueError, KeyError, TypeError, binascii.Error, ValidationError) as exc:
             raise ProtocolError(
                 f"exec stream: bad line {line[:200]!r}: {exc}", sandbox_id=self._sandbox_id
             ) from exc
-
-    def _error(self, problem: dict[str, Any]) -> Exception:
-        return error_from_problem(problem, status_code=500, sandbox_id=self._sandbox_id)
 
 
 class ExecCollector:
