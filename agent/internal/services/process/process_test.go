@@ -2,6 +2,7 @@ package process
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log"
@@ -11,6 +12,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/isorun/isorun/agent/internal/channel"
 	"github.com/isorun/isorun/agent/internal/channel/channeltest"
@@ -430,5 +432,131 @@ func TestExecPrunesEnded(t *testing.T) {
 	// Within the TTL the ended process stays attachable, as before.
 	if r := c.Call(map[string]any{"op": "attach", "pid": pidOf(t, c)}); exitCode(t, r) != float64(0) {
 		t.Fatalf("attach within ttl: %v", r)
+	}
+}
+
+// A ps REPLY fits one frame however many processes there are and however long their argv:
+// argv is cut to 64 items and 4 KiB of JSON, and at most 256 ended processes are listed, the
+// most recently ended. Before, such a reply exceeded max_payload_bytes and ps failed.
+func TestPsFitsOneFrame(t *testing.T) {
+	s := New(log.New(io.Discard, "", 0))
+	c := channeltest.Start(t, s.Handlers(), s.Inputs())
+	c.Hello("ps")
+	long := make([]string, 100)
+	for i := range long {
+		long[i] = strings.Repeat("a", 100)
+	}
+	now := time.Now()
+	fake := func(pid int, argv []string, running bool, ended time.Time) {
+		p := &Process{Pid: pid, Argv: argv, started: now.Add(-time.Hour), changed: make(chan struct{})}
+		if running {
+			p.open = 2
+		} else {
+			p.exited, p.ended = true, ended
+		}
+		s.mu.Lock()
+		s.procs[pid] = p
+		s.mu.Unlock()
+	}
+	// Pids above the largest possible pid_max (2^22): nothing real can be signalled by mistake.
+	const base = 5_000_000
+	for i := 0; i < 400; i++ {
+		fake(base+i, long, false, now.Add(-time.Duration(400-i)*time.Millisecond))
+	}
+	fake(base+1000, []string{"sh", "-c", strings.Repeat("<", 10000)}, true, time.Time{})
+	fake(base+1001, []string{"short", "argv"}, true, time.Time{})
+
+	r := c.Call(map[string]any{"op": "ps"})
+	if r.Reply == nil {
+		t.Fatalf("ps: %v", r)
+	}
+	if r.Reply["truncated"] != true {
+		t.Errorf("truncated = %v", r.Reply["truncated"])
+	}
+	procs := r.Reply["processes"].([]any)
+	var ended []int
+	byPid := map[int]map[string]any{}
+	lastPid := 0
+	for _, x := range procs {
+		e := x.(map[string]any)
+		pid := int(e["pid"].(float64))
+		if pid <= lastPid {
+			t.Fatalf("not sorted by pid: %d after %d", pid, lastPid)
+		}
+		lastPid = pid
+		byPid[pid] = e
+		if e["running"] == false {
+			ended = append(ended, pid)
+		}
+		argv, _ := json.Marshal(e["argv"])
+		if len(e["argv"].([]any)) > 64 || len(argv) > 4096 {
+			t.Fatalf("pid %d: argv of %d items, %d bytes", pid, len(e["argv"].([]any)), len(argv))
+		}
+	}
+	// 4 KiB argvs: the frame budget binds before the 256 cap; the newest ended are kept.
+	if n := len(ended); n < 200 || n > 256 || ended[0] != base+400-n || ended[n-1] != base+399 {
+		t.Errorf("ended listed: %d, from %v", n, ended[:1])
+	}
+	if e := byPid[base]; e != nil {
+		t.Errorf("oldest ended listed: %v", e["pid"])
+	}
+	if e := byPid[base+399]; e == nil || e["argv_truncated"] != true || len(e["argv"].([]any)) == 0 {
+		t.Errorf("long argv: %v", e)
+	}
+	sh := byPid[base+1000]
+	if sh == nil || sh["argv_truncated"] != true {
+		t.Fatalf("running sh: %v", sh)
+	}
+	if a := sh["argv"].([]any); len(a) != 3 || a[0] != "sh" || !strings.HasPrefix(strings.Repeat("<", 10000), a[2].(string)) || len(a[2].(string)) < 500 {
+		t.Errorf("sh argv cut to %d items", len(a))
+	}
+	if e := byPid[base+1001]; e == nil || e["argv_truncated"] != false || len(e["argv"].([]any)) != 2 {
+		t.Errorf("short argv: %v", e)
+	}
+
+	// Short argvs: the cap of 256 ended processes binds.
+	s.mu.Lock()
+	clear(s.procs)
+	s.mu.Unlock()
+	for i := 0; i < 400; i++ {
+		fake(base+i, []string{"true"}, false, now.Add(-time.Duration(400-i)*time.Millisecond))
+	}
+	r = c.Call(map[string]any{"op": "ps"})
+	procs, _ = r.Reply["processes"].([]any)
+	if r.Reply["truncated"] != true || len(procs) != 256 ||
+		procs[0].(map[string]any)["pid"] != float64(base+400-256) {
+		t.Errorf("short argvs: truncated %v, %d listed", r.Reply["truncated"], len(procs))
+	}
+	s.mu.Lock()
+	clear(s.procs)
+	s.mu.Unlock()
+	if r = c.Call(map[string]any{"op": "ps"}); r.Reply["truncated"] != false {
+		t.Errorf("empty: %v", r)
+	}
+}
+
+func TestPsArgv(t *testing.T) {
+	for _, tc := range []struct {
+		argv []string
+		cut  bool
+	}{
+		{nil, false},
+		{[]string{"a"}, false},
+		{make([]string, 64), false},
+		{make([]string, 65), true},
+		{[]string{strings.Repeat("é", 3000)}, true},
+		{[]string{strings.Repeat("\x01", 3000)}, true},
+		{[]string{"x", strings.Repeat("\xff", 3000)}, true},
+	} {
+		got, cut := psArgv(tc.argv)
+		b, _ := json.Marshal(got)
+		if cut != tc.cut || len(b) > psArgvBytes || len(got) > psArgvItems {
+			t.Errorf("%.20q: cut %v, %d items, %d bytes", tc.argv, cut, len(got), len(b))
+		}
+		for i, a := range got {
+			if !strings.HasPrefix(tc.argv[i], a) || (utf8.ValidString(tc.argv[i]) && !utf8.ValidString(a)) {
+				t.Errorf("item %d is not a clean prefix", i)
+			}
+		}
 	}
 }
