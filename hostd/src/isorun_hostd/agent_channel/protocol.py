@@ -145,10 +145,14 @@ class ProcessInfo(_Guest):
     running: bool
     exit_code: int | None = None
     signal: int | None = None
+    argv_truncated: bool = False
 
 
 class ProcessList(_Guest):
+    """protocol.md 5.4; ``truncated`` when entries were left out to fit one frame."""
+
     processes: list[ProcessInfo]
+    truncated: bool = False
 
 
 class Health(_Guest):

@@ -122,12 +122,18 @@ class MicroVM:
     async def _connect_agent(self, timeout_s: float) -> AgentChannel:
         assert self._process is not None
         deadline = time.monotonic() + timeout_s
-        while not self.paths.agent.exists():
+        while True:
             if self._process.returncode is not None:
                 raise LaunchError(f"QEMU exited with status {self._process.returncode}")
+            if self.paths.agent.exists():
+                remaining = max(0.1, deadline - time.monotonic())
+                try:
+                    return await AgentChannel.connect(self.paths.agent, timeout_s=remaining)
+                except ConnectionRefusedError:
+                    pass  # bound but not listening yet
+            if time.monotonic() > deadline:
+                raise TimeoutError
             await asyncio.sleep(0.005)
-        remaining = max(0.1, deadline - time.monotonic())
-        return await AgentChannel.connect(self.paths.agent, timeout_s=remaining)
 
     def _boot_error(self, exc: BaseException, timeout_s: float) -> BaseException:
         vm_id = self.spec.vm_id

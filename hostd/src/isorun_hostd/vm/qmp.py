@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from qemu.qmp import QMPClient
+from qemu.qmp import ConnectError, QMPClient
 
 from isorun_hostd.vm.errors import LaunchError
 
@@ -30,11 +30,19 @@ class QMP:
         Raises:
             LaunchError: QEMU exited first.
         """
-        while not socket_path.exists():
+        while True:
             if process.returncode is not None:
                 raise LaunchError(f"QEMU exited with status {process.returncode} before QMP was up")
+            if socket_path.exists():
+                # The socket file appears at bind(); until listen() a connect is refused.
+                try:
+                    await self._client.connect(str(socket_path))
+                    return
+                except ConnectError as exc:
+                    if not isinstance(exc.exc, ConnectionRefusedError):
+                        raise
+                    self._client = QMPClient(self._vm_id)
             await asyncio.sleep(CONNECT_POLL_S)
-        await self._client.connect(str(socket_path))
 
     async def execute(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
         return await self._client.execute(command, arguments)
