@@ -101,3 +101,40 @@ def test_truncated_layer(tmp_path: Path) -> None:
     root.mkdir()
     with pytest.raises(CorruptLayer, match="image test/image:1: layer sha256:"):
         unpack_layers("test/image:1", root, [layer])
+
+
+def test_directory_metadata_not_applied_through_a_replaced_parent(tmp_path: Path) -> None:
+    """`a/victim/` then `a -> /host/path`: finish() must not chmod/utime /host/path/victim."""
+    host = tmp_path / "host"
+    (host / "victim").mkdir(parents=True)
+    os.chmod(host / "victim", 0o700)
+    os.utime(host / "victim", (12345, 12345))
+    before = (host / "victim").stat()
+    root = unpack(
+        tmp_path,
+        [
+            directory("a"),
+            Entry("a/victim", "dir", mode=0o777, mtime=1_000_000_000),
+            symlink("a", str(host)),
+        ],
+    )
+    after = (host / "victim").stat()
+    assert stat.S_IMODE(after.st_mode) == 0o700
+    assert after.st_mtime_ns == before.st_mtime_ns
+    assert os.readlink(root / "a") == str(host)
+
+
+def test_removed_directory_metadata_is_forgotten(tmp_path: Path) -> None:
+    """`a/victim` (0700) must not land on `b/victim` once `a` becomes a symlink to `b`."""
+    root = unpack(
+        tmp_path,
+        [
+            directory("b"),
+            Entry("b/victim", "dir", mode=0o751, mtime=1_500_000_000),
+            directory("a"),
+            Entry("a/victim", "dir", mode=0o700, mtime=1_000_000_000),
+            symlink("a", "b"),
+        ],
+    )
+    victim = (root / "b/victim").stat()
+    assert (stat.S_IMODE(victim.st_mode), victim.st_mtime) == (0o751, 1_500_000_000)

@@ -15,15 +15,22 @@ Rules (OCI image-spec layer.md, and what Docker and umoci do):
 - Entry names are relative: a leading `/` or any `..` component is refused, not clamped.
 - Parent directories resolve as if chrooted into the root: a symlink with an absolute target is
   followed from the root, a relative one from its directory, and one that climbs above the root
-  is refused. Missing parents are created (0755). Every path handed to the kernel therefore has
-  only real directories above its last component, which is never followed (O_NOFOLLOW, lchown,
-  linkat without AT_SYMLINK_FOLLOW): nothing can be written outside the root.
+  is refused. Missing parents are created (0755). The walk goes from an fd of the root, one
+  component at a time, each opened with O_NOFOLLOW relative to its parent's fd, and every
+  syscall of an entry takes the final directory's fd and a single name (`*at` calls) or an fd
+  of the new inode (fchown, fchmod, futimens, fsetxattr); a last component is never followed
+  (O_NOFOLLOW, AT_SYMLINK_NOFOLLOW, linkat without AT_SYMLINK_FOLLOW). Nothing is reached by a
+  path string that a later entry could have redirected, so nothing outside the root is touched.
+  Trees deeper than MAX_DEPTH directories are refused.
 - Hardlink targets follow the same name rules and must already exist inside the root.
 - Device nodes and fifos are refused: a base image has no use for them and the guest gets its
   own devtmpfs.
 - uid/gid (when running as root), mode including setuid bits, mtime and `SCHILY.xattr.*` are
-  kept. Directory modes and mtimes are set last, deepest first, because creating children
-  changes a directory's mtime and a 0555 directory would block its own children.
+  kept. Directory modes and mtimes are set last, children before parents, because creating
+  children changes a directory's mtime and a 0555 directory would block its own children. They
+  are recorded in a tree that forgets a directory's subtree when it is removed or replaced, and
+  applied through the same O_NOFOLLOW walk from the root: a directory whose parent has since
+  become a symlink is skipped.
 """
 
 from __future__ import annotations
@@ -53,6 +60,9 @@ AUFS_META_PREFIX = ".wh..wh."
 MAX_SYMLINK_HOPS = 40
 COPY_CHUNK_BYTES = 1 << 20
 DEFAULT_DIR_MODE = 0o755
+DIR_OPEN_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+# Deeper trees are refused: shutil.rmtree and mkfs.erofs recurse per level.
+MAX_DEPTH = 512
 
 
 @dataclass(frozen=True)
@@ -103,14 +113,29 @@ class _LayerStream:
             pass
 
 
+class _DirMeta:
+    """Mode and mtime to give a directory in finish(), and the same for its subdirectories.
+
+    A tree rather than a dict of paths, so that removing a directory forgets everything
+    recorded under it in one step.
+    """
+
+    __slots__ = ("children", "mode", "mtime_ns")
+
+    def __init__(self, mode: int = DEFAULT_DIR_MODE, mtime_ns: int = 0) -> None:
+        self.mode = mode
+        self.mtime_ns = mtime_ns
+        self.children: dict[str, _DirMeta] = {}
+
+
 class _Unpacker:
     def __init__(self, reference: str, root: Path, stop: threading.Event) -> None:
         self.reference = reference
         self.stop = stop
         self.root = str(root)
         self.preserve_owner = os.geteuid() == 0
-        # Directory metadata applied in finish(): rel path -> (mode, mtime_ns).
-        self.dir_meta: dict[str, tuple[int, int]] = {"": (DEFAULT_DIR_MODE, 0)}
+        # Directory metadata applied in finish(), keyed by path components from the root.
+        self.dir_meta = _DirMeta()
         self.layer = ""
         self.entry = ""
         self.touched: set[str] = set()
@@ -154,19 +179,66 @@ class _Unpacker:
         return True
 
     def finish(self) -> None:
-        for rel in sorted(self.dir_meta, key=lambda rel: rel.count("/") + bool(rel), reverse=True):
-            path = self._full(rel)
-            try:
-                if not stat.S_ISDIR(os.lstat(path).st_mode):
-                    continue
-            except FileNotFoundError:
-                continue
-            mode, mtime_ns = self.dir_meta[rel]
-            os.chmod(path, mode)
-            os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+        """Give every directory its recorded mode and mtime, children before their parent.
 
-    def _full(self, rel: str) -> str:
-        return os.path.join(self.root, rel) if rel else self.root
+        Each directory is reached by a walk from the root that refuses symlinks on every
+        component, so a path whose parent a later entry replaced with a symlink (even one to
+        an absolute host path) is skipped, not followed.
+        """
+        pending: list[tuple[tuple[str, ...], _DirMeta, bool]] = [((), self.dir_meta, False)]
+        while pending:
+            parts, meta, expanded = pending.pop()
+            if not expanded:
+                pending.append((parts, meta, True))
+                pending.extend(
+                    ((*parts, name), child, False) for name, child in meta.children.items()
+                )
+                continue
+            try:
+                fd = self._open_dir(parts)
+            except OSError:
+                continue
+            try:
+                os.fchmod(fd, meta.mode)
+                os.utime(fd, ns=(meta.mtime_ns, meta.mtime_ns))
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
+
+    def _open_dir(self, parts: Sequence[str]) -> int:
+        """An fd of the directory `parts` below the root, never following a symlink.
+
+        Raises:
+            OSError: A component is missing, a symlink (ELOOP) or not a directory.
+        """
+        fd = os.open(self.root, DIR_OPEN_FLAGS)
+        try:
+            for part in parts:
+                child = os.open(part, DIR_OPEN_FLAGS | os.O_NOFOLLOW, dir_fd=fd)
+                os.close(fd)
+                fd = child
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    def _record_dir(self, parts: Sequence[str], mode: int, mtime_ns: int) -> None:
+        node = self.dir_meta
+        for part in parts:
+            child = node.children.get(part)
+            if child is None:
+                child = node.children[part] = _DirMeta()
+            node = child
+        node.mode, node.mtime_ns = mode, mtime_ns
+
+    def _forget_dir(self, parts: Sequence[str]) -> None:
+        """Drop what was recorded at and under `parts` (removed, or no longer a directory)."""
+        node: _DirMeta | None = self.dir_meta
+        for part in parts[:-1]:
+            node = node.children.get(part) if node is not None else None
+        if node is not None and parts:
+            node.children.pop(parts[-1], None)
 
     def _unsafe(self, detail: str) -> UnsafePath:
         return UnsafePath(self.reference, layer=self.layer, entry=self.entry, detail=detail)
@@ -179,77 +251,102 @@ class _Unpacker:
             raise self._unsafe(f"'..' in {what}")
         return parts
 
-    def _resolve(self, parts: Sequence[str], *, create: bool) -> list[str] | None:
-        """Real directory path (relative to the root) of `parts`, following symlinks chrooted.
+    def _resolve(self, parts: Sequence[str], *, create: bool) -> tuple[list[str], int] | None:
+        """Real directory path (components below the root) of `parts` and an fd of it.
 
-        A missing directory is created when `create`, else the answer is None.
+        Symlinks are followed as if chrooted into the root. The walk holds one directory fd at
+        a time and opens each component with O_NOFOLLOW relative to its parent, so what it
+        returns is a real directory inside the root. A missing directory is created when
+        `create`, else the answer is None. The caller closes the fd.
         """
         resolved: list[str] = []
         pending = list(parts)
         hops = 0
-        while pending:
-            part = pending.pop(0)
-            if part in ("", "."):
-                continue
-            if part == "..":
-                if not resolved:
-                    raise self._unsafe("a symlink on its path climbs above the image root")
-                resolved.pop()
-                continue
-            path = os.path.join(self.root, *resolved, part)
-            try:
-                mode = os.lstat(path).st_mode
-            except FileNotFoundError:
-                if not create:
+        fd = os.open(self.root, DIR_OPEN_FLAGS)
+        try:
+            while pending:
+                part = pending.pop(0)
+                if part in ("", "."):
+                    continue
+                if part == "..":
+                    if not resolved:
+                        raise self._unsafe("a symlink on its path climbs above the image root")
+                    resolved.pop()
+                    fd = _swap_fd(fd, self._open_dir(resolved))
+                    continue
+                mode = self._step_mode(fd, resolved, part, create)
+                if mode is None:
                     return None
-                os.mkdir(path, DEFAULT_DIR_MODE)
+                if stat.S_ISLNK(mode):
+                    hops += 1
+                    if hops > MAX_SYMLINK_HOPS:
+                        raise self._unsafe("too many levels of symlinks")
+                    target = os.readlink(part, dir_fd=fd)
+                    if target.startswith("/"):
+                        resolved = []
+                        fd = _swap_fd(fd, os.open(self.root, DIR_OPEN_FLAGS))
+                    pending = target.split("/") + pending
+                    continue
+                if not stat.S_ISDIR(mode):
+                    raise self._unsafe(f"parent {'/'.join([*resolved, part])} is not a directory")
+                fd = _swap_fd(fd, os.open(part, DIR_OPEN_FLAGS | os.O_NOFOLLOW, dir_fd=fd))
                 resolved.append(part)
-                self.dir_meta["/".join(resolved)] = (DEFAULT_DIR_MODE, 0)
-                self._touch("/".join(resolved))
-                continue
-            if stat.S_ISLNK(mode):
-                hops += 1
-                if hops > MAX_SYMLINK_HOPS:
-                    raise self._unsafe("too many levels of symlinks")
-                target = os.readlink(path)
-                if target.startswith("/"):
-                    resolved = []
-                pending = target.split("/") + pending
-                continue
-            if not stat.S_ISDIR(mode):
-                raise self._unsafe(f"parent {'/'.join([*resolved, part])} is not a directory")
-            resolved.append(part)
-        return resolved
+            result, fd = (resolved, fd), -1
+            return result
+        finally:
+            if fd >= 0:
+                os.close(fd)
+
+    def _step_mode(self, fd: int, resolved: list[str], part: str, create: bool) -> int | None:
+        """lstat of `part` in `fd`; a missing one is created as a directory when `create`."""
+        if len(resolved) >= MAX_DEPTH:
+            raise self._unsafe(f"deeper than {MAX_DEPTH} directories")
+        try:
+            return os.stat(part, dir_fd=fd, follow_symlinks=False).st_mode
+        except FileNotFoundError:
+            if not create:
+                return None
+        os.mkdir(part, DEFAULT_DIR_MODE, dir_fd=fd)
+        self._record_dir([*resolved, part], DEFAULT_DIR_MODE, 0)
+        self._touch("/".join([*resolved, part]))
+        return stat.S_IFDIR
 
     def _touch(self, rel: str) -> None:
         while rel and rel not in self.touched:
             self.touched.add(rel)
             rel = rel.rpartition("/")[0]
 
-    def _remove(self, rel: str) -> None:
-        path = self._full(rel)
+    def _remove(self, dir_fd: int, name: str, rel: str) -> None:
+        """Remove `name` in the directory `dir_fd` (whose path is the parent of `rel`)."""
         try:
-            mode = os.lstat(path).st_mode
+            mode = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
         except FileNotFoundError:
             return
+        self._forget_dir(rel.split("/"))
         if stat.S_ISDIR(mode):
-            shutil.rmtree(path)
+            shutil.rmtree(name, dir_fd=dir_fd)
         else:
-            os.unlink(path)
+            os.unlink(name, dir_fd=dir_fd)
 
-    def _clear_lower(self, rel: str) -> None:
-        for child in os.listdir(self._full(rel)):
+    def _clear_lower(self, dir_fd: int, rel: str) -> None:
+        for child in os.listdir(dir_fd):
             child_rel = f"{rel}/{child}" if rel else child
             if child_rel not in self.touched:
-                self._remove(child_rel)
-            elif stat.S_ISDIR(os.lstat(self._full(child_rel)).st_mode):
-                self._clear_lower(child_rel)
+                self._remove(dir_fd, child, child_rel)
+                continue
+            mode = os.stat(child, dir_fd=dir_fd, follow_symlinks=False).st_mode
+            if stat.S_ISDIR(mode):
+                child_fd = os.open(child, DIR_OPEN_FLAGS | os.O_NOFOLLOW, dir_fd=dir_fd)
+                try:
+                    self._clear_lower(child_fd, child_rel)
+                finally:
+                    os.close(child_fd)
 
     def _apply_entry(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
         parts = self._split(member.name, "path")
         if not parts:
             if member.isdir():
-                self.dir_meta[""] = (stat.S_IMODE(member.mode), _mtime_ns(member))
+                self._record_dir((), stat.S_IMODE(member.mode), _mtime_ns(member))
             return
         if member.ischr() or member.isblk() or member.isfifo():
             kind = {tarfile.CHRTYPE: "character device", tarfile.BLKTYPE: "block device"}
@@ -263,31 +360,61 @@ class _Unpacker:
         if name.startswith(WHITEOUT_PREFIX):
             whited = self._resolve(parts[:-1], create=False)
             if whited is not None:
-                self._whiteout("/".join(whited), name)
+                whited_parts, dir_fd = whited
+                try:
+                    self._whiteout(dir_fd, "/".join(whited_parts), name)
+                finally:
+                    os.close(dir_fd)
             return
-        parent = "/".join(self._resolve(parts[:-1], create=True) or [])
-        rel = f"{parent}/{name}" if parent else name
-        path = self._full(rel)
-        existing = _lstat_mode(path)
-        if existing is not None and not (member.isdir() and stat.S_ISDIR(existing)):
-            self._remove(rel)
-        self._create(tar, member, rel, merge=existing is not None and stat.S_ISDIR(existing))
-        self._touch(rel)
-        if not member.islnk():
-            self._set_metadata(member, path)
+        resolved = self._resolve(parts[:-1], create=True)
+        assert resolved is not None  # create=True never answers None
+        parent_parts, dir_fd = resolved
+        try:
+            rel = "/".join([*parent_parts, name])
+            existing = _lstat_mode(dir_fd, name)
+            merge = existing is not None and member.isdir() and stat.S_ISDIR(existing)
+            if existing is not None and not merge:
+                self._remove(dir_fd, name, rel)
+            self._create(tar, member, dir_fd, [*parent_parts, name], merge=merge)
+            self._touch(rel)
+        finally:
+            os.close(dir_fd)
 
-    def _create(self, tar: tarfile.TarFile, member: tarfile.TarInfo, rel: str, merge: bool) -> None:
-        path = self._full(rel)
+    def _create(
+        self,
+        tar: tarfile.TarFile,
+        member: tarfile.TarInfo,
+        dir_fd: int,
+        parts: list[str],
+        merge: bool,
+    ) -> None:
+        """Create the entry `parts[-1]` in `dir_fd` and give it its metadata.
+
+        Everything goes through `dir_fd` or an fd of the new inode; symlinks are never
+        followed (lchown-style calls, O_NOFOLLOW opens).
+        """
+        name = parts[-1]
         if member.isdir():
             if not merge:
-                os.mkdir(path, 0o700)
-            self.dir_meta[rel] = (stat.S_IMODE(member.mode), _mtime_ns(member))
+                os.mkdir(name, 0o700, dir_fd=dir_fd)
+            self._record_dir(parts, stat.S_IMODE(member.mode), _mtime_ns(member))
+            fd = os.open(name, DIR_OPEN_FLAGS | os.O_NOFOLLOW, dir_fd=dir_fd)
+            try:
+                self._set_fd_metadata(fd, member)
+            finally:
+                os.close(fd)
         elif member.isreg():
-            self._write_file(tar, member, path)
+            self._write_file(tar, member, dir_fd, name)
         elif member.issym():
-            os.symlink(member.linkname, path)
+            os.symlink(member.linkname, name, dir_fd=dir_fd)
+            if self.preserve_owner:
+                os.chown(name, member.uid, member.gid, dir_fd=dir_fd, follow_symlinks=False)
+            # No f*xattr call takes a symlink; /proc/self/fd/N is the verified parent itself.
+            _set_xattrs(f"/proc/self/fd/{dir_fd}/{name}", member)
+            mtime = _mtime_ns(member)
+            os.utime(name, ns=(mtime, mtime), dir_fd=dir_fd, follow_symlinks=False)
         elif member.islnk():
-            self._hardlink(member, path)
+            self._hardlink(member, dir_fd, name)
         else:
             raise CorruptLayer(
                 self.reference,
@@ -295,20 +422,21 @@ class _Unpacker:
                 detail=f"entry {member.name!r} has unsupported tar type {member.type!r}",
             )
 
-    def _set_metadata(self, member: tarfile.TarInfo, path: str) -> None:
+    def _set_fd_metadata(self, fd: int, member: tarfile.TarInfo) -> None:
+        """Owner, mode (files), xattrs and mtime (files) of the inode open as `fd`."""
         if self.preserve_owner:
-            os.lchown(path, member.uid, member.gid)
+            os.fchown(fd, member.uid, member.gid)
         if member.isreg():
-            # After lchown, which clears setuid/setgid bits.
-            os.chmod(path, stat.S_IMODE(member.mode))
-        _set_xattrs(path, member)
+            # After chown, which clears setuid/setgid bits.
+            os.fchmod(fd, stat.S_IMODE(member.mode))
+        _set_xattrs(fd, member)
         if not member.isdir():
             mtime = _mtime_ns(member)
-            os.utime(path, ns=(mtime, mtime), follow_symlinks=False)
+            os.utime(fd, ns=(mtime, mtime))
 
-    def _whiteout(self, parent: str, name: str) -> None:
+    def _whiteout(self, dir_fd: int, parent: str, name: str) -> None:
         if name == OPAQUE_MARKER:
-            self._clear_lower(parent)
+            self._clear_lower(dir_fd, parent)
             return
         if name.startswith(AUFS_META_PREFIX):
             return
@@ -317,35 +445,56 @@ class _Unpacker:
             raise self._unsafe("whiteout of nothing")
         rel = f"{parent}/{target}" if parent else target
         if rel not in self.touched:
-            self._remove(rel)
+            self._remove(dir_fd, target, rel)
 
-    def _write_file(self, tar: tarfile.TarFile, member: tarfile.TarInfo, path: str) -> None:
+    def _write_file(
+        self, tar: tarfile.TarFile, member: tarfile.TarInfo, dir_fd: int, name: str
+    ) -> None:
         source = tar.extractfile(member)
         if source is None:
             raise CorruptLayer(
                 self.reference, layer=self.layer, detail=f"no data for {member.name!r}"
             )
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        with os.fdopen(os.open(path, flags, 0o600), "wb") as out:
+        with os.fdopen(os.open(name, flags, 0o600, dir_fd=dir_fd), "wb") as out:
             shutil.copyfileobj(source, out, COPY_CHUNK_BYTES)
+            out.flush()
+            self._set_fd_metadata(out.fileno(), member)
 
-    def _hardlink(self, member: tarfile.TarInfo, path: str) -> None:
+    def _hardlink(self, member: tarfile.TarInfo, dir_fd: int, name: str) -> None:
         target_parts = self._split(member.linkname, "hardlink target")
         if not target_parts:
             raise self._unsafe("hardlink to the image root")
         parent = self._resolve(target_parts[:-1], create=False)
-        target = os.path.join(self.root, *(parent or []), target_parts[-1])
-        mode = None if parent is None else _lstat_mode(target)
-        if mode is None:
+        if parent is None:
             raise self._unsafe(f"hardlink target {member.linkname!r} does not exist")
-        if stat.S_ISDIR(mode):
-            raise self._unsafe(f"hardlink target {member.linkname!r} is a directory")
-        os.link(target, path, follow_symlinks=False)
+        _, target_fd = parent
+        try:
+            mode = _lstat_mode(target_fd, target_parts[-1])
+            if mode is None:
+                raise self._unsafe(f"hardlink target {member.linkname!r} does not exist")
+            if stat.S_ISDIR(mode):
+                raise self._unsafe(f"hardlink target {member.linkname!r} is a directory")
+            os.link(
+                target_parts[-1],
+                name,
+                src_dir_fd=target_fd,
+                dst_dir_fd=dir_fd,
+                follow_symlinks=False,
+            )
+        finally:
+            os.close(target_fd)
 
 
-def _lstat_mode(path: str) -> int | None:
+def _swap_fd(old: int, new: int) -> int:
+    """Close `old`, return `new` (opened first, often relative to `old`)."""
+    os.close(old)
+    return new
+
+
+def _lstat_mode(dir_fd: int, name: str) -> int | None:
     try:
-        return os.lstat(path).st_mode
+        return os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
     except FileNotFoundError:
         return None
 
@@ -354,14 +503,16 @@ def _mtime_ns(member: tarfile.TarInfo) -> int:
     return round(float(member.mtime) * 1_000_000_000)
 
 
-def _set_xattrs(path: str, member: tarfile.TarInfo) -> None:
+def _set_xattrs(target: str | int, member: tarfile.TarInfo) -> None:
+    """`SCHILY.xattr.*` onto an open fd, or onto a path whose last component is not followed."""
     for key, value in member.pax_headers.items():
         if key.startswith("SCHILY.xattr."):
             os.setxattr(
-                path,
+                target,
                 key.removeprefix("SCHILY.xattr."),
                 value.encode("utf-8", "surrogateescape"),
-                follow_symlinks=False,
+                # An fd is the inode itself; a path's last component must not be followed.
+                follow_symlinks=isinstance(target, int),
             )
 
 
