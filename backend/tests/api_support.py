@@ -2,11 +2,33 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import httpx
+from isorun_backend.core.config import BackendSettings
+
+from tests.framework.registry import Registry
 
 PROBLEM = "application/problem+json"
+PYTHON_IMAGE = "python:3.11-bookworm"
+BUSYBOX_IMAGE = "busybox:1.0"
+
+
+def make_settings(
+    data_dir: Path, run_dir: Path, registry: Registry, **overrides: Any
+) -> BackendSettings:
+    """Settings for a test app: aliases python and busybox name the registry's fixtures."""
+    return BackendSettings(
+        data_dir=data_dir,
+        hostd_run_dir=run_dir,
+        image_aliases={
+            "python": registry.ref(PYTHON_IMAGE),
+            "busybox": registry.ref(BUSYBOX_IMAGE),
+        },
+        reaper_interval_s=0.2,
+        **overrides,
+    )
 
 
 def auth(key: str) -> dict[str, str]:

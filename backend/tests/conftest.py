@@ -25,6 +25,7 @@ import httpx
 import pytest
 import pytest_asyncio
 import uvicorn
+from api_support import make_settings
 from fastapi import FastAPI
 from isorun_backend.core.config import BackendSettings
 from isorun_backend.main import create_app
@@ -35,9 +36,6 @@ from sqlalchemy import select
 
 from tests.framework.registry import Registry, free_port, registry_with_fixtures
 from tests.host_tools.leaks import qemu_pids
-
-PYTHON_IMAGE = "python:3.11-bookworm"
-BUSYBOX_IMAGE = "busybox:1.0"
 
 
 @pytest.fixture(scope="session")
@@ -51,18 +49,6 @@ def run_dir() -> Iterator[Path]:
     # Short on purpose: unix socket paths under it must stay below 108 bytes.
     with tempfile.TemporaryDirectory(prefix="isr-") as directory:
         yield Path(directory)
-
-
-def make_settings(data_dir: Path, run_dir: Path, registry: Registry) -> BackendSettings:
-    return BackendSettings(
-        data_dir=data_dir,
-        hostd_run_dir=run_dir,
-        image_aliases={
-            "python": registry.ref(PYTHON_IMAGE),
-            "busybox": registry.ref(BUSYBOX_IMAGE),
-        },
-        reaper_interval_s=0.2,
-    )
 
 
 @pytest.fixture(scope="session")

@@ -4,6 +4,7 @@
 ServiceError (services.errors)      -> STATUS[code]
 RequestValidationError (FastAPI)    -> 422 invalid_request, field errors; 400 for broken JSON
 HTTPException (Starlette routing)   -> 404 not_found, 405 invalid_request, ...
+ClientDisconnect (body cut short)   -> 400 invalid_request, logged as the client's doing
 anything else                       -> 500 internal (logged with its traceback)
 ```
 
@@ -19,6 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from isorun_backend.api.middleware import REQUEST_ID_HEADER, request_id
 from isorun_backend.models import Problem
@@ -122,6 +124,13 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return response
 
 
+async def _client_gone(request: Request, exc: Exception) -> JSONResponse:
+    # Nobody will read this answer; the point is not to log a vanished client as our failure.
+    log.info("client went away during %s %s", request.method, request.url.path)
+    body = problem(request, "invalid_request", "the request body ended early")
+    return problem_response(request, body)
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
     body = problem(request, "internal", "internal error; quote the request id when reporting it")
@@ -133,6 +142,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_exception_handler(Exception, _unexpected_error)
 
 
