@@ -17,6 +17,7 @@ from isorun_hostd.images.errors import (
     InsecureRegistry,
     InvalidReference,
     LayerError,
+    LayerTooLarge,
     ManifestUnknown,
     PlatformNotFound,
     RegistryError,
@@ -30,6 +31,7 @@ from isorun_hostd.images.errors import (
 )
 from isorun_hostd.images.reference import Reference, refuse_floating
 from isorun_hostd.images.store import ImageConfig, ImageDisk, ImageStore, PullProgress
+from isorun_hostd.images.unpack import UnpackLimits
 
 __all__ = [
     "AuthenticationFailed",
@@ -47,6 +49,7 @@ __all__ = [
     "InsecureRegistry",
     "InvalidReference",
     "LayerError",
+    "LayerTooLarge",
     "ManifestUnknown",
     "PlatformNotFound",
     "PullProgress",
@@ -57,6 +60,7 @@ __all__ = [
     "RegistryUnreachable",
     "SpecialFile",
     "UnpackFailed",
+    "UnpackLimits",
     "UnsafePath",
     "UnsupportedMediaType",
     "VerificationError",

@@ -23,7 +23,8 @@ ImageError(reference)
 ├── LayerError(layer)                 a layer cannot be applied safely
 │   ├── CorruptLayer                  bad compression or tar, or diff_id mismatch
 │   ├── UnsafePath                    an entry would land outside the image root
-│   ├── SpecialFile                   device node or fifo
+│   ├── SpecialFile                   device node, fifo or GNU sparse file
+│   ├── LayerTooLarge                 the image unpacks past a byte or entry limit
 │   └── UnpackFailed                  the scratch filesystem refused a write (full, ...)
 └── DiskBuildError                    mkfs.erofs failed
 ```
@@ -159,6 +160,13 @@ class SpecialFile(LayerError):
     """image {reference}: layer {layer}: {entry!r} is a {detail}: special files are refused"""
 
     entry: str
+
+
+class LayerTooLarge(LayerError):
+    """image {reference}: layer {layer}: the image unpacks to more than {limit} {unit}"""
+
+    limit: int
+    unit: str
 
 
 class UnpackFailed(LayerError):

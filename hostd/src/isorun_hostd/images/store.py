@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -74,7 +75,7 @@ from isorun_hostd.images.manifest import (
 )
 from isorun_hostd.images.reference import Reference
 from isorun_hostd.images.registry import RegistryClient, new_http_client, registry_base_url
-from isorun_hostd.images.unpack import Layer, unpack_layers
+from isorun_hostd.images.unpack import Layer, UnpackLimits, unpack_layers
 
 logger = logging.getLogger(__name__)
 
@@ -205,6 +206,7 @@ class ImageStore:
         scratch_dir: Where layers are unpacked before mkfs; a tmpfs such as /dev/shm is much
             faster. Defaults to `root/tmp`.
         transport: httpx transport for registry traffic (tests); default is a fresh one per pull.
+        unpack_limits: What one image may unpack to (bytes, entries); default `UnpackLimits()`.
     """
 
     def __init__(
@@ -215,8 +217,10 @@ class ImageStore:
         insecure_registries: Collection[str] = (),
         scratch_dir: Path | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        unpack_limits: UnpackLimits | None = None,
     ) -> None:
         self.root = root
+        self.unpack_limits = unpack_limits or UnpackLimits()
         self.tmp = root / "tmp"
         self.disks = root / "disks"
         self.scratch = scratch_dir or self.tmp
@@ -255,6 +259,7 @@ class ImageStore:
             UnsupportedMediaType, PlatformNotFound: Schema 1, foreign layers, no linux/amd64.
             CorruptLayer, UnsafePath, SpecialFile, UnpackFailed: A layer that cannot be
                 applied safely.
+            LayerTooLarge: The image unpacks past `unpack_limits`.
             DiskBuildError: mkfs.erofs failed.
             RegistryProtocolError: Any other unusable registry answer.
         """
@@ -435,7 +440,10 @@ class ImageStore:
             progress = PullProgress(text, "unpack", index, len(stack), done, stack[index].size)
             loop.call_soon_threadsafe(emit, progress)
 
-        work = loop.run_in_executor(None, unpack_layers, text, rootfs, stack, report, stop)
+        unpack = functools.partial(
+            unpack_layers, text, rootfs, stack, report, stop, limits=self.unpack_limits
+        )
+        work = loop.run_in_executor(None, unpack)
         try:
             await asyncio.shield(work)
         except asyncio.CancelledError:

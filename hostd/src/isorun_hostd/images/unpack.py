@@ -5,6 +5,13 @@ otherwise plain tar), and the uncompressed stream is read once: entries are appl
 and every byte is hashed, so the sha256 of the whole tar (padding included) can be checked against
 the config's `diff_ids` entry when the stream ends.
 
+Limits: a layer is hostile input whose compressed size says nothing about what it expands to.
+Every decompressed byte counts against `UnpackLimits.max_bytes` (default MAX_UNPACKED_BYTES,
+16 GiB) and every entry against `max_entries` (MAX_ENTRIES, 1M), for the image as a whole;
+past either the unpack fails with LayerTooLarge. GNU sparse members are refused (SpecialFile):
+a few header bytes would expand to any size of zeros. `stop` is checked on every read of the
+stream and every chunk copied, so a cancel does not wait for a large entry or the tail drain.
+
 Rules (OCI image-spec layer.md, and what Docker and umoci do):
 
 - Layers apply in order. An entry replaces what is at its path, except that a directory over a
@@ -50,7 +57,13 @@ from typing import IO, BinaryIO, cast
 
 import zstandard
 
-from isorun_hostd.images.errors import CorruptLayer, SpecialFile, UnpackFailed, UnsafePath
+from isorun_hostd.images.errors import (
+    CorruptLayer,
+    LayerTooLarge,
+    SpecialFile,
+    UnpackFailed,
+    UnsafePath,
+)
 
 GZIP_MAGIC = b"\x1f\x8b"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -60,6 +73,11 @@ AUFS_META_PREFIX = ".wh..wh."
 MAX_SYMLINK_HOPS = 40
 COPY_CHUNK_BYTES = 1 << 20
 DEFAULT_DIR_MODE = 0o755
+# Per image, all layers together; ImageStore(unpack_limits=...) overrides them. The biggest
+# common base images (CUDA, ML stacks) unpack to well under 16 GiB and 1M entries; python:3.12
+# is about 1 GiB and 30k entries.
+MAX_UNPACKED_BYTES = 16 << 30
+MAX_ENTRIES = 1_000_000
 DIR_OPEN_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 # Deeper trees are refused: shutil.rmtree and mkfs.erofs recurse per level.
 MAX_DEPTH = 512
@@ -75,13 +93,52 @@ class Layer:
     size: int
 
 
-class _LayerStream:
-    """Decompressed reader over a blob file that hashes what it yields and counts blob bytes."""
+@dataclass(frozen=True)
+class UnpackLimits:
+    """What one image may unpack to, over all its layers together.
 
-    def __init__(self, blob: BinaryIO, reference: str, layer: str) -> None:
+    Attributes:
+        max_bytes: Uncompressed tar bytes (headers and padding included).
+        max_entries: Tar entries (files, directories, links, whiteouts).
+    """
+
+    max_bytes: int = MAX_UNPACKED_BYTES
+    max_entries: int = MAX_ENTRIES
+
+
+class _Stopped(Exception):
+    """The caller set `stop`: abandon the layer wherever the reader is."""
+
+
+class _Budget:
+    """Bytes and entries used so far by the image, checked against its limits."""
+
+    def __init__(self, limits: UnpackLimits) -> None:
+        self.limits = limits
+        self.bytes = 0
+        self.entries = 0
+
+
+class _LayerStream:
+    """Decompressed reader over a blob file that hashes what it yields and counts blob bytes.
+
+    Every read also counts against the image's byte budget and honours `stop`, so neither a
+    decompression bomb nor a single huge entry can outrun the limits or a cancellation.
+    """
+
+    def __init__(
+        self,
+        blob: BinaryIO,
+        reference: str,
+        layer: str,
+        budget: _Budget,
+        stop: threading.Event,
+    ) -> None:
         self._reference = reference
         self._layer = layer
         self._blob = blob
+        self._budget = budget
+        self._stop = stop
         self.hasher = hashlib.sha256()
         magic = blob.read(4)
         blob.seek(0)
@@ -99,12 +156,26 @@ class _LayerStream:
         return self._blob.tell()
 
     def read(self, size: int = -1) -> bytes:
+        """At most `size` bytes; never the whole rest (-1 reads one chunk)."""
+        if self._stop.is_set():
+            raise _Stopped
+        if size < 0:
+            size = COPY_CHUNK_BYTES
         try:
             data = self._inner.read(size)
         except (OSError, EOFError, zlib.error, zstandard.ZstdError) as exc:
             raise CorruptLayer(
                 self._reference, layer=self._layer, detail=f"cannot decompress: {exc}"
             ) from exc
+        self._budget.bytes += len(data)
+        if self._budget.bytes > self._budget.limits.max_bytes:
+            raise LayerTooLarge(
+                self._reference,
+                layer=self._layer,
+                detail="uncompressed size limit",
+                limit=self._budget.limits.max_bytes,
+                unit="bytes",
+            )
         self.hasher.update(data)
         return data
 
@@ -129,9 +200,12 @@ class _DirMeta:
 
 
 class _Unpacker:
-    def __init__(self, reference: str, root: Path, stop: threading.Event) -> None:
+    def __init__(
+        self, reference: str, root: Path, stop: threading.Event, limits: UnpackLimits
+    ) -> None:
         self.reference = reference
         self.stop = stop
+        self.budget = _Budget(limits)
         self.root = str(root)
         self.preserve_owner = os.geteuid() == 0
         # Directory metadata applied in finish(), keyed by path components from the root.
@@ -145,7 +219,7 @@ class _Unpacker:
         self.layer = layer.digest
         self.touched = set()
         with open(layer.path, "rb") as blob:
-            stream = _LayerStream(blob, self.reference, layer.digest)
+            stream = _LayerStream(blob, self.reference, layer.digest, self.budget, self.stop)
             try:
                 with tarfile.open(
                     fileobj=cast(IO[bytes], stream),
@@ -153,14 +227,18 @@ class _Unpacker:
                     encoding="utf-8",
                     errors="surrogateescape",
                 ) as tar:
-                    for member in tar:
-                        if self.stop.is_set():
-                            return False
+                    while (member := tar.next()) is not None:
+                        # A stream TarFile keeps every member it read (unbounded memory with
+                        # many entries); nothing here needs them. Not in typeshed.
+                        tar.members.clear()  # type: ignore[attr-defined]
                         self.entry = member.name
+                        self._count_entry()
                         self._apply_entry(tar, member)
                         if on_bytes is not None:
                             on_bytes(stream.blob_bytes_read)
                 stream.drain()
+            except _Stopped:
+                return False
             except (tarfile.TarError, EOFError) as exc:
                 raise CorruptLayer(
                     self.reference, layer=self.layer, detail=f"bad tar: {exc}"
@@ -177,6 +255,17 @@ class _Unpacker:
                 detail=f"uncompressed sha256 {actual} does not match diff_id {layer.diff_id}",
             )
         return True
+
+    def _count_entry(self) -> None:
+        self.budget.entries += 1
+        if self.budget.entries > self.budget.limits.max_entries:
+            raise LayerTooLarge(
+                self.reference,
+                layer=self.layer,
+                detail="entry count limit",
+                limit=self.budget.limits.max_entries,
+                unit="entries",
+            )
 
     def finish(self) -> None:
         """Give every directory its recorded mode and mtime, children before their parent.
@@ -348,13 +437,15 @@ class _Unpacker:
             if member.isdir():
                 self._record_dir((), stat.S_IMODE(member.mode), _mtime_ns(member))
             return
-        if member.ischr() or member.isblk() or member.isfifo():
+        if member.ischr() or member.isblk() or member.isfifo() or member.sparse is not None:
             kind = {tarfile.CHRTYPE: "character device", tarfile.BLKTYPE: "block device"}
+            # Sparse members read back as their full size of zeros: a bomb in a few bytes.
+            detail = "GNU sparse file" if member.sparse is not None else "fifo"
             raise SpecialFile(
                 self.reference,
                 layer=self.layer,
                 entry=member.name,
-                detail=kind.get(member.type, "fifo"),
+                detail=kind.get(member.type, detail),
             )
         name = parts[-1]
         if name.startswith(WHITEOUT_PREFIX):
@@ -457,7 +548,10 @@ class _Unpacker:
             )
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
         with os.fdopen(os.open(name, flags, 0o600, dir_fd=dir_fd), "wb") as out:
-            shutil.copyfileobj(source, out, COPY_CHUNK_BYTES)
+            while chunk := source.read(COPY_CHUNK_BYTES):
+                if self.stop.is_set():
+                    raise _Stopped
+                out.write(chunk)
             out.flush()
             self._set_fd_metadata(out.fileno(), member)
 
@@ -522,22 +616,26 @@ def unpack_layers(
     layers: Sequence[Layer],
     on_progress: Callable[[int, int], None] | None = None,
     stop: threading.Event | None = None,
+    *,
+    limits: UnpackLimits | None = None,
 ) -> None:
     """Apply `layers` in order into the empty directory `root`.
 
     Blocking (run it in a thread). `on_progress(layer_index, blob_bytes_done)` is called from
-    this thread as each entry is applied. Setting `stop` makes it return early, between entries,
-    leaving a partial tree for the caller to remove.
+    this thread as each entry is applied. Setting `stop` makes it return early (within one
+    read of at most COPY_CHUNK_BYTES, even inside a large entry), leaving a partial tree for
+    the caller to remove. `limits` defaults to `UnpackLimits()`.
 
     Raises:
         CorruptLayer: Undecodable compression or tar, or an uncompressed sha256 other than the
             layer's diff_id.
         UnsafePath: An entry or hardlink target outside the root, or a path through a symlink
             that climbs above it.
-        SpecialFile: A device node or fifo.
+        SpecialFile: A device node, fifo or GNU sparse file.
+        LayerTooLarge: The layers together exceed `limits` (bytes or entries).
         UnpackFailed: The filesystem under `root` refused a write.
     """
-    unpacker = _Unpacker(reference, root, stop or threading.Event())
+    unpacker = _Unpacker(reference, root, stop or threading.Event(), limits or UnpackLimits())
     for index, layer in enumerate(layers):
         callback = None
         if on_progress is not None:
