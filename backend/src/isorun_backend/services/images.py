@@ -18,6 +18,7 @@ from isorun_hostd.images import (
     ImageError,
     InsecureRegistry,
     InvalidReference,
+    LayerTooLarge,
     ManifestUnknown,
     PlatformNotFound,
     RegistryProtocolError,
@@ -51,6 +52,7 @@ IMAGE_ERRORS: dict[type[ImageError], type[ServiceError]] = {
     CorruptLayer: ImageRejected,
     UnsafePath: ImageRejected,
     SpecialFile: ImageRejected,
+    LayerTooLarge: ImageRejected,  # unpacks past this host's byte or entry limits
     RegistryUnreachable: ImageUnavailable,
     AuthenticationFailed: ImageUnavailable,  # our registry credentials, not the caller's
     BlobUnknown: ImageUnavailable,  # the registry lists a blob it cannot serve
