@@ -12,6 +12,13 @@ past either the unpack fails with LayerTooLarge. GNU sparse members are refused 
 a few header bytes would expand to any size of zeros. `stop` is checked on every read of the
 stream and every chunk copied, so a cancel does not wait for a large entry or the tail drain.
 
+Header checks: tarfile reads a PAX x/g or GNU L/K member whole, at whatever size its header
+declares, and follows chains of them recursively. A TarInfo subclass checks every header block
+as tarfile parses it (so it agrees with tarfile on block alignment by construction): such a
+member over MAX_HEADER_BYTES (1 MiB), more than MAX_HEADER_CHAIN - 1 of them before one entry,
+more than MAX_ENTRY_HEADER_BYTES read while parsing one entry (sparse maps), or PAX global
+headers over 1 MiB in all fail with CorruptLayer before the bytes are read.
+
 Rules (OCI image-spec layer.md, and what Docker and umoci do):
 
 - Layers apply in order. An entry replaces what is at its path, except that a directory over a
@@ -42,6 +49,7 @@ Rules (OCI image-spec layer.md, and what Docker and umoci do):
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import os
@@ -50,10 +58,10 @@ import stat
 import tarfile
 import threading
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, BinaryIO, cast
+from typing import IO, BinaryIO, Self, cast
 
 import zstandard
 
@@ -78,6 +86,20 @@ DEFAULT_DIR_MODE = 0o755
 # is about 1 GiB and 30k entries.
 MAX_UNPACKED_BYTES = 16 << 30
 MAX_ENTRIES = 1_000_000
+# tarfile reads an extended header's whole declared size into memory before parsing it, and a
+# sparse 1.0 map as long as it claims: each PAX x/g or GNU L/K member is capped, so are the
+# extended headers in front of one entry (count, and all bytes read while parsing them), and
+# the PAX global headers of a layer in all.
+MAX_HEADER_BYTES = 1 << 20
+MAX_HEADER_CHAIN = 8
+MAX_ENTRY_HEADER_BYTES = 4 << 20
+_EXTENDED_HEADERS = {
+    tarfile.XHDTYPE: "PAX extended header",
+    tarfile.XGLTYPE: "PAX global header",
+    tarfile.SOLARIS_XHDTYPE: "Solaris extended header",
+    tarfile.GNUTYPE_LONGNAME: "GNU long name",
+    tarfile.GNUTYPE_LONGLINK: "GNU long link name",
+}
 DIR_OPEN_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 # Deeper trees are refused: shutil.rmtree and mkfs.erofs recurse per level.
 MAX_DEPTH = 512
@@ -140,6 +162,11 @@ class _LayerStream:
         self._budget = budget
         self._stop = stop
         self.hasher = hashlib.sha256()
+        # Decompressed bytes read from this layer, and the header guard's state.
+        self.position = 0
+        self.header_depth = 0
+        self.header_start = 0
+        self.global_header_bytes = 0
         magic = blob.read(4)
         blob.seek(0)
         self._inner: IO[bytes]
@@ -167,6 +194,11 @@ class _LayerStream:
             raise CorruptLayer(
                 self._reference, layer=self._layer, detail=f"cannot decompress: {exc}"
             ) from exc
+        self.position += len(data)
+        if self.header_depth and self.position - self.header_start > MAX_ENTRY_HEADER_BYTES:
+            raise self.corrupt(
+                f"the headers of one entry take more than {MAX_ENTRY_HEADER_BYTES} bytes"
+            )
         self._budget.bytes += len(data)
         if self._budget.bytes > self._budget.limits.max_bytes:
             raise LayerTooLarge(
@@ -182,6 +214,65 @@ class _LayerStream:
     def drain(self) -> None:
         while self.read(COPY_CHUNK_BYTES):
             pass
+
+    def corrupt(self, detail: str) -> CorruptLayer:
+        return CorruptLayer(self._reference, layer=self._layer, detail=detail)
+
+    def check_header(self, info: tarfile.TarInfo) -> None:
+        """Refuse one header block before tarfile reads what it declares."""
+        label = _EXTENDED_HEADERS.get(info.type)
+        if label is not None:
+            if info.size > MAX_HEADER_BYTES:
+                raise self.corrupt(
+                    f"{label} of {info.size} bytes (more than {MAX_HEADER_BYTES}) "
+                    f"at byte {self.position} of the tar"
+                )
+            if info.type == tarfile.XGLTYPE:
+                self.global_header_bytes += info.size
+                if self.global_header_bytes > MAX_HEADER_BYTES:
+                    raise self.corrupt(f"PAX global headers of more than {MAX_HEADER_BYTES} bytes")
+        elif info.type == tarfile.GNUTYPE_SPARSE:
+            raise SpecialFile(
+                self._reference, layer=self._layer, entry=info.name, detail="GNU sparse file"
+            )
+
+    @contextlib.contextmanager
+    def parsing_header(self) -> Iterator[None]:
+        """Around tarfile's parse of one entry's header chain (it nests per extended header)."""
+        if self.header_depth == 0:
+            self.header_start = self.position
+        self.header_depth += 1
+        try:
+            if self.header_depth > MAX_HEADER_CHAIN:
+                raise self.corrupt(
+                    f"more than {MAX_HEADER_CHAIN - 1} extended headers in front of one entry"
+                )
+            yield
+        finally:
+            self.header_depth -= 1
+
+
+def _guarded_tarinfo(stream: _LayerStream) -> type[tarfile.TarInfo]:
+    """A TarInfo class whose header parsing `stream` checks as tarfile goes.
+
+    tarfile parses each header block with `frombuf` and each entry's chain of extended
+    headers with nested `fromtarfile` calls (both public classmethods), so the checks see
+    exactly the blocks tarfile takes for headers, with no second tar parser to disagree.
+    """
+
+    class GuardedTarInfo(tarfile.TarInfo):
+        @classmethod
+        def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> Self:
+            info = super().frombuf(buf, encoding, errors)
+            stream.check_header(info)
+            return info
+
+        @classmethod
+        def fromtarfile(cls, tarfile: tarfile.TarFile) -> Self:
+            with stream.parsing_header():
+                return super().fromtarfile(tarfile)
+
+    return GuardedTarInfo
 
 
 class _DirMeta:
@@ -226,6 +317,7 @@ class _Unpacker:
                     mode="r|",
                     encoding="utf-8",
                     errors="surrogateescape",
+                    tarinfo=_guarded_tarinfo(stream),
                 ) as tar:
                     while (member := tar.next()) is not None:
                         # A stream TarFile keeps every member it read (unbounded memory with
