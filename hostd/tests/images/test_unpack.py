@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import os
 import stat
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -138,3 +140,32 @@ def test_removed_directory_metadata_is_forgotten(tmp_path: Path) -> None:
     )
     victim = (root / "b/victim").stat()
     assert (stat.S_IMODE(victim.st_mode), victim.st_mtime) == (0o751, 1_500_000_000)
+
+
+@pytest.mark.parametrize(
+    ("pax", "detail"),
+    [
+        ({"mtime": "nan"}, "has mtime nan out of range"),
+        ({"mtime": "1e300"}, "has mtime 1e+300 out of range"),
+        ({"path": "a\0b"}, "has a NUL byte in its name or link target"),
+        ({"uid": str(2**70)}, f"has uid/gid {2**70}/0 out of range"),
+        ({"gid": "-5"}, "has uid/gid 0/-5 out of range"),
+        ({"SCHILY.xattr.user.a\0b": "v"}, "embedded null byte"),
+    ],
+)
+def test_malformed_metadata_is_corrupt(tmp_path: Path, pax: dict[str, str], detail: str) -> None:
+    info = tarfile.TarInfo("f")
+    info.pax_headers = pax
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(info, io.BytesIO(b""))
+    data = buffer.getvalue()
+    path = tmp_path / "layer"
+    path.write_bytes(data)
+    root = tmp_path / "root"
+    root.mkdir()
+    layer = Layer(oci.sha256(data), path, oci.sha256(data), len(data))
+    with pytest.raises(CorruptLayer) as raised:
+        unpack_layers("test/image:1", root, [layer])
+    assert str(raised.value).startswith(f"image test/image:1: layer {layer.digest} is corrupt:")
+    assert detail in str(raised.value)

@@ -40,9 +40,12 @@ Rules (OCI image-spec layer.md, and what Docker and umoci do):
 - Device nodes and fifos are refused: a base image has no use for them and the guest gets its
   own devtmpfs.
 - uid/gid (when running as root), mode including setuid bits, mtime and `SCHILY.xattr.*` are
-  kept. Directory modes and mtimes are set last, children before parents, because creating
-  children changes a directory's mtime and a 0555 directory would block its own children. They
-  are recorded in a tree that forgets a directory's subtree when it is removed or replaced, and
+  kept. PAX makes them free text: a NUL in a name, a non-finite or out-of-range mtime, or an id
+  outside uid_t is refused as CorruptLayer naming the entry, as is any other value the kernel
+  interface rejects (ValueError / OverflowError).
+- Directory modes and mtimes are set last, children before parents, because creating children
+  changes a directory's mtime and a 0555 directory would block its own children. They are
+  recorded in a tree that forgets a directory's subtree when it is removed or replaced, and
   applied through the same O_NOFOLLOW walk from the root: a directory whose parent has since
   become a symlink is skipped.
 """
@@ -52,6 +55,7 @@ from __future__ import annotations
 import contextlib
 import gzip
 import hashlib
+import math
 import os
 import shutil
 import stat
@@ -100,6 +104,9 @@ _EXTENDED_HEADERS = {
     tarfile.GNUTYPE_LONGNAME: "GNU long name",
     tarfile.GNUTYPE_LONGLINK: "GNU long link name",
 }
+# Timestamps must fit utimensat in nanoseconds (int64); ids must fit uid_t, minus (uid_t)-1.
+MAX_MTIME_S = (1 << 63) // 1_000_000_000 - 1
+MAX_ID = (1 << 32) - 1
 DIR_OPEN_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 # Deeper trees are refused: shutil.rmtree and mkfs.erofs recurse per level.
 MAX_DEPTH = 512
@@ -325,12 +332,18 @@ class _Unpacker:
                         tar.members.clear()  # type: ignore[attr-defined]
                         self.entry = member.name
                         self._count_entry()
+                        self._check_member(member)
                         self._apply_entry(tar, member)
                         if on_bytes is not None:
                             on_bytes(stream.blob_bytes_read)
                 stream.drain()
             except _Stopped:
                 return False
+            except (ValueError, OverflowError) as exc:
+                # Metadata the checks in _check_member did not foresee (xattr names, ...).
+                raise CorruptLayer(
+                    self.reference, layer=self.layer, detail=f"entry {self.entry!r}: {exc}"
+                ) from exc
             except (tarfile.TarError, EOFError) as exc:
                 raise CorruptLayer(
                     self.reference, layer=self.layer, detail=f"bad tar: {exc}"
@@ -347,6 +360,21 @@ class _Unpacker:
                 detail=f"uncompressed sha256 {actual} does not match diff_id {layer.diff_id}",
             )
         return True
+
+    def _check_member(self, member: tarfile.TarInfo) -> None:
+        """Refuse metadata no filesystem call can take (PAX makes all of it free text)."""
+        problem = None
+        mtime = float(member.mtime)
+        if "\0" in member.name or "\0" in member.linkname:
+            problem = "a NUL byte in its name or link target"
+        elif not math.isfinite(mtime) or not -MAX_MTIME_S <= mtime <= MAX_MTIME_S:
+            problem = f"mtime {member.mtime!r} out of range"
+        elif not (0 <= member.uid < MAX_ID and 0 <= member.gid < MAX_ID):
+            problem = f"uid/gid {member.uid}/{member.gid} out of range"
+        if problem is not None:
+            raise CorruptLayer(
+                self.reference, layer=self.layer, detail=f"entry {member.name!r} has {problem}"
+            )
 
     def _count_entry(self) -> None:
         self.budget.entries += 1
