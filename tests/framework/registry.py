@@ -10,10 +10,9 @@ run_registry("token")   Bearer tokens from TokenServer, a Docker-Hub-style token
 registry_with_fixtures()  run_registry("none") with every fixture image pushed
 ```
 
-Each registry gets its own config and storage in a temporary directory (Debian's
-/etc/docker/registry/config.yml turns on htpasswd auth with a directory as the file). Processes
-are started and stopped by PID, always, through context managers; nothing listens beyond
-127.0.0.1. The config is written as JSON, which the registry's YAML parser reads.
+Each registry gets its own config and storage in a temporary directory. The process itself is
+run by the product's `isorun_backend.local_images.registry.registry_process` (the one
+`isorun up --local-images` uses): started and stopped by PID, on 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ import datetime
 import json
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -36,19 +34,17 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
-import httpx
 import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
+from isorun_backend.local_images.push import push
+from isorun_backend.local_images.registry import free_port, registry_process  # noqa: F401 (re-exported)
 
 from tests.fixtures.build import FixtureImage, build_light, build_python
-from tests.fixtures.push import push
 
-REGISTRY_BIN = "docker-registry"
 HTPASSWD_BIN = "htpasswd"
-READY_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 5.0
 USERNAME = "testuser"
 PASSWORD = "testpass"
@@ -58,13 +54,6 @@ TOKEN_TTL_S = 300
 REPO_PREFIX = "isorun/"
 
 AuthKind = Literal["none", "basic", "token"]
-
-
-def free_port() -> int:
-    """A loopback TCP port that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -230,30 +219,6 @@ class Registry:
         path.write_bytes(data.replace(old, new, 1))
 
 
-def _config(port: int, storage: Path, auth: dict[str, Any] | None) -> dict[str, Any]:
-    config: dict[str, Any] = {
-        "version": "0.1",
-        "log": {"level": "warn", "accesslog": {"disabled": True}},
-        "storage": {"filesystem": {"rootdirectory": str(storage)}, "delete": {"enabled": True}},
-        "http": {"addr": f"127.0.0.1:{port}", "secret": "isorun-test-registry"},
-    }
-    if auth:
-        config["auth"] = auth
-    return config
-
-
-def _wait_ready(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"{REGISTRY_BIN} exited {process.returncode}: {log.read_text()}")
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{url}/v2/", timeout=1.0, trust_env=False).status_code in (200, 401):
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"{REGISTRY_BIN} not ready after {READY_TIMEOUT_S} s: {log.read_text()}")
-
-
 @contextlib.contextmanager
 def run_registry(auth: AuthKind = "none", *, token_realm: str | None = None) -> Iterator[Registry]:
     """Start a registry on a free loopback port; stop it (by PID) and delete its storage after.
@@ -298,38 +263,15 @@ def run_registry(auth: AuthKind = "none", *, token_realm: str | None = None) -> 
                 }
             }
             credentials = (USERNAME, PASSWORD)
-        port = free_port()
-        config_path = directory / "config.yml"
-        config_path.write_text(json.dumps(_config(port, storage, auth_config), indent=2))
-        log = directory / "registry.log"
-        with open(log, "wb") as log_file:
-            process = subprocess.Popen(
-                [REGISTRY_BIN, "serve", str(config_path)],
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
-        stack.callback(_stop, process)
-        url = f"http://127.0.0.1:{port}"
-        _wait_ready(process, url, log)
+        process = stack.enter_context(registry_process(directory, storage, auth_config))
         yield Registry(
-            host=f"127.0.0.1:{port}",
-            url=url,
+            host=process.host,
+            url=process.url,
             storage=storage,
             auth=auth,
             credentials=credentials,
             token_server=token_server,
         )
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @contextlib.contextmanager
