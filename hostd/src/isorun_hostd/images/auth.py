@@ -16,19 +16,23 @@ retry, and on every later request to that host without waiting for another 401.
 One `RegistryAuth` lives per registry host for the whole `ImageStore`, so tokens are reused across
 pulls. Tokens are cached per scope until shortly before `expires_in` runs out. The token request
 goes through the same HTTP client as the registry calls, so the plain-HTTP policy applies to the
-realm too (a realm on a plain-HTTP public host is refused before it is contacted).
+realm too (a realm on a plain-HTTP public host is refused before it is contacted). The token
+answer is streamed and read raw under MAX_TOKEN_RESPONSE_BYTES (1 MiB) as it arrives; a
+content-encoded one is refused (`bodies.read_capped`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import re
 import time
 from dataclasses import dataclass, field
 
 import httpx
 
+from isorun_hostd.images.bodies import read_capped
 from isorun_hostd.images.errors import (
     AuthenticationFailed,
     RegistryProtocolError,
@@ -169,33 +173,44 @@ class RegistryAuth:
             headers = {}
             if self.credentials is not None:
                 headers["Authorization"] = self.credentials.basic_header()
+            request = client.build_request("GET", realm, params=params, headers=headers)
             try:
-                answer = await client.get(realm, params=params, headers=headers)
+                answer = await client.send(request, stream=True)
             except httpx.RequestError as exc:
                 raise RegistryUnreachable(
                     reference, registry=self.registry, detail=f"token server {realm}: {exc!r}"
                 ) from exc
-            if answer.status_code in (401, 403):
-                who = "the configured credentials" if self.credentials else "anonymous access"
-                raise AuthenticationFailed(
-                    reference,
+            try:
+                if answer.status_code in (401, 403):
+                    who = "the configured credentials" if self.credentials else "anonymous access"
+                    raise AuthenticationFailed(
+                        reference,
+                        registry=self.registry,
+                        detail=f"token server {realm} refused {who} ({answer.status_code})",
+                    )
+                if answer.status_code != 200:
+                    raise RegistryProtocolError(
+                        reference,
+                        registry=self.registry,
+                        detail=f"token server {realm} answered {answer.status_code}",
+                    )
+                body = await read_capped(
+                    answer,
+                    reference=reference,
                     registry=self.registry,
-                    detail=f"token server {realm} refused {who} ({answer.status_code})",
+                    what=f"token response from {realm}",
+                    limit=MAX_TOKEN_RESPONSE_BYTES,
                 )
-            token = _parse_token(answer, reference, self.registry, realm)
+            finally:
+                await answer.aclose()
+            token = _parse_token(body, reference, self.registry, realm)
             self._tokens[scope] = token
             return f"Bearer {token.value}"
 
 
-def _parse_token(answer: httpx.Response, reference: str, registry: str, realm: str) -> _Token:
-    if answer.status_code != 200 or len(answer.content) > MAX_TOKEN_RESPONSE_BYTES:
-        raise RegistryProtocolError(
-            reference,
-            registry=registry,
-            detail=f"token server {realm} answered {answer.status_code}",
-        )
+def _parse_token(answer: bytes, reference: str, registry: str, realm: str) -> _Token:
     try:
-        body = answer.json()
+        body = json.loads(answer)
         value = body.get("token") or body.get("access_token")
         ttl = float(body.get("expires_in") or DEFAULT_TOKEN_TTL_S)
     except (ValueError, AttributeError, TypeError) as exc:

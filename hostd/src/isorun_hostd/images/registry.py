@@ -10,10 +10,13 @@ http://<host> named in insecure_registries     allowed (operator opted in)
 http://<anything else>                         InsecureRegistry, nothing sent
 ```
 
-Manifests (distribution docs/spec/api.md, "Pulling an Image"): always sent with the full Accept
-list, read with a 4 MiB cap, and `sha256(body)` must equal both the digest asked for (when
-pulling by digest) and the `Docker-Content-Digest` header (when present). Blobs are streamed into
-the `BlobStore`, capped at the descriptor's size and verified there.
+Every request asks for `Accept-Encoding: identity`, and no body is ever decoded by httpx (see
+`bodies`): a content-encoded manifest or token answer is refused, and the caps count bytes as
+they come off the wire. Manifests (distribution docs/spec/api.md, "Pulling an Image"): always
+sent with the full Accept list, read with a 4 MiB cap, and `sha256(body)` must equal both the
+digest asked for (when pulling by digest) and the `Docker-Content-Digest` header (when present).
+Blobs are streamed raw (`aiter_raw`) into the `BlobStore`, capped at the descriptor's size and
+verified there on the bytes as sent, whatever Content-Encoding claims.
 
 httpx drops `Authorization` on cross-origin redirects, which is what blob redirects to a CDN
 need; `trust_env=False` because hostd's settings, not the environment, decide about proxies.
@@ -30,6 +33,7 @@ import httpx
 
 from isorun_hostd.images.auth import RegistryAuth
 from isorun_hostd.images.blobs import MAX_DOCUMENT_BYTES, BlobStore
+from isorun_hostd.images.bodies import REQUEST_HEADERS, read_capped
 from isorun_hostd.images.errors import (
     AuthenticationFailed,
     BlobUnknown,
@@ -111,6 +115,7 @@ def new_http_client(
         follow_redirects=True,
         max_redirects=MAX_REDIRECTS,
         trust_env=False,
+        headers=REQUEST_HEADERS,
         event_hooks={"request": [transport_policy(text, insecure)]},
     )
 
@@ -166,7 +171,13 @@ class RegistryClient:
                     self.text, registry=self.reference.registry, detail="404", target=target
                 )
             self._check_status(response, url)
-            body = await self._read_capped(response, f"manifest {target}")
+            body = await read_capped(
+                response,
+                reference=self.text,
+                registry=self.reference.registry,
+                what=f"manifest {target}",
+                limit=MAX_DOCUMENT_BYTES,
+            )
         finally:
             await response.aclose()
         digest = sha256_digest(body)
@@ -257,20 +268,6 @@ class RegistryClient:
             registry=self.reference.registry,
             detail=f"unexpected status {response.status_code} for {url}",
         )
-
-    async def _read_capped(self, response: httpx.Response, what: str) -> bytes:
-        length = response.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > MAX_DOCUMENT_BYTES:
-            raise ContentTooLarge(self.text, what=what, limit_bytes=MAX_DOCUMENT_BYTES)
-        body = bytearray()
-        try:
-            async for chunk in response.aiter_bytes():
-                body += chunk
-                if len(body) > MAX_DOCUMENT_BYTES:
-                    raise ContentTooLarge(self.text, what=what, limit_bytes=MAX_DOCUMENT_BYTES)
-        except httpx.RequestError as exc:
-            raise self._unreachable(exc) from exc
-        return bytes(body)
 
     def _unreachable(self, exc: httpx.RequestError) -> RegistryUnreachable:
         return RegistryUnreachable(
