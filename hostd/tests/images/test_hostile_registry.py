@@ -16,9 +16,12 @@ from pathlib import Path
 import httpx
 import pytest
 from isorun_hostd.images import (
+    AuthenticationFailed,
     ContentTooLarge,
     DigestMismatch,
     ImageStore,
+    InsecureRegistry,
+    RegistryCredentials,
     RegistryProtocolError,
 )
 
@@ -176,3 +179,54 @@ async def test_fake_registry_pulls(tmp_path: Path) -> None:
     disk = await FakeRegistry().store(tmp_path).pull(REFERENCE)
     assert disk.size_bytes > 0
     assert json.loads(disk.disk_path.with_suffix(".json").read_text())["reference"] == REFERENCE
+
+
+def redirect(location: str) -> Handler:
+    return lambda _: httpx.Response(307, headers={"location": location})
+
+
+async def test_redirect_targets_401_is_not_answered(tmp_path: Path) -> None:
+    """Registry A redirects to host B, whose challenge names B's realm: A's password stays home."""
+    fake = FakeRegistry()
+    other = "http://127.0.0.2:5000"
+    fake.routes[f"http://{HOST}/v2/{REPO}/manifests/1.0"] = redirect(f"{other}/m")
+    fake.routes[f"{other}/m"] = bearer_challenge(f"{other}/token")
+    fake.routes[f"{other}/token"] = lambda _: raw(b'{"token": "stolen"}')
+    store = fake.store(tmp_path, credentials={HOST: RegistryCredentials("user", "secret")})
+    with pytest.raises(AuthenticationFailed) as raised:
+        await store.pull(REFERENCE)
+    assert str(raised.value) == (
+        f"image {REFERENCE}: registry {HOST} refused access: 401 from {other}/m after a "
+        "redirect is not answered: credentials are only for the registry itself"
+    )
+    assert [request.url.path for request in fake.requests] == [f"/v2/{REPO}/manifests/1.0", "/m"]
+    assert not any("authorization" in request.headers for request in fake.requests)
+
+
+PUBLIC = "registry.example.test"
+PUBLIC_REFERENCE = f"{PUBLIC}/{REPO}:1.0"
+
+
+@pytest.mark.parametrize("via", ["redirect", "realm"])
+async def test_public_registry_cannot_reach_plain_http_loopback(tmp_path: Path, via: str) -> None:
+    fake = FakeRegistry()
+    target = f"http://{HOST}/v2/{REPO}/manifests/1.0"
+    public = f"https://{PUBLIC}/v2/{REPO}/manifests/1.0"
+    fake.routes[public] = redirect(target) if via == "redirect" else bearer_challenge(target)
+    with pytest.raises(InsecureRegistry) as raised:
+        await fake.store(tmp_path).pull(PUBLIC_REFERENCE)
+    assert str(raised.value) == (
+        f"image {PUBLIC_REFERENCE}: refusing plain HTTP to {target}: loopback, but registry "
+        f"{PUBLIC} is not loopback or configured insecure"
+    )
+    assert [str(request.url) for request in fake.requests] == [public]
+
+
+async def test_insecure_registry_may_use_loopback(tmp_path: Path) -> None:
+    fake = FakeRegistry()
+    insecure = "203.0.113.7:5000"
+    for url in list(fake.routes):
+        fake.routes[url.replace(HOST, insecure)] = redirect(url)
+    store = fake.store(tmp_path, insecure_registries=[insecure])
+    disk = await store.pull(f"{insecure}/{REPO}:1.0")
+    assert disk.size_bytes > 0

@@ -10,7 +10,8 @@ ImageError(reference)
 │   └── FloatingReference             latest / lts / stable / no tag, refused at create
 ├── RegistryError(registry)           talking to the registry failed
 │   ├── RegistryUnreachable           connect / read failure or timeout (retryable)
-│   ├── InsecureRegistry              plain HTTP to a non-loopback host; refused before any I/O
+│   ├── InsecureRegistry              plain HTTP to a non-loopback host (or to loopback for a
+│   │                                 registry that is not); refused before any I/O
 │   ├── AuthenticationFailed          401: missing or bad credentials, token flow failed
 │   ├── ManifestUnknown               404 on the manifest: wrong tag or digest
 │   ├── BlobUnknown                   404 on a blob the manifest names
@@ -82,7 +83,7 @@ class RegistryUnreachable(RegistryError):
 
 
 class InsecureRegistry(RegistryError):
-    """image {reference}: refusing plain HTTP to {url}: not loopback, not configured insecure"""
+    """image {reference}: refusing plain HTTP to {url}: {detail}"""
 
     url: str
 

@@ -5,7 +5,8 @@ makes (registry calls, the token realm, and each redirect hop) before any connec
 
 ```
 https://anything                               allowed (TLS verified)
-http://localhost | 127.0.0.0/8 | [::1]         allowed (loopback registries)
+http://localhost | 127.0.0.0/8 | [::1]         allowed when the registry itself is loopback
+                                               (or configured insecure), else refused
 http://<host> named in insecure_registries     allowed (operator opted in)
 http://<anything else>                         InsecureRegistry, nothing sent
 ```
@@ -19,7 +20,10 @@ Blobs are streamed raw (`aiter_raw`) into the `BlobStore`, capped at the descrip
 verified there on the bytes as sent, whatever Content-Encoding claims.
 
 httpx drops `Authorization` on cross-origin redirects, which is what blob redirects to a CDN
-need; `trust_env=False` because hostd's settings, not the environment, decide about proxies.
+need. A 401 is answered (credentials, token request) only when it comes from the registry's own
+origin (scheme, host, port): one from a redirect target would otherwise get the registry's
+credentials sent to whatever realm it names. `trust_env=False` because hostd's settings, not
+the environment, decide about proxies.
 """
 
 from __future__ import annotations
@@ -64,6 +68,10 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port
+
+
 def _split_host_port(registry: str) -> tuple[str, int | None]:
     if registry.startswith("["):
         host, _, rest = registry[1:].partition("]")
@@ -74,9 +82,16 @@ def _split_host_port(registry: str) -> tuple[str, int | None]:
     return registry, None
 
 
-def plain_http_allowed(host: str, port: int | None, insecure: Collection[str]) -> bool:
+def plain_http_allowed(
+    host: str, port: int | None, insecure: Collection[str], *, loopback: bool = True
+) -> bool:
+    """Plain HTTP to `host:port`: configured insecure, or loopback when `loopback` allows it."""
     if is_loopback(host):
-        return True
+        return loopback or _named(host, port, insecure)
+    return _named(host, port, insecure)
+
+
+def _named(host: str, port: int | None, insecure: Collection[str]) -> bool:
     named = {host} if port is None else {host, f"{host}:{port}"}
     bracketed = {f"[{host}]", f"[{host}]:{port}"} if ":" in host else set()
     return bool((named | bracketed) & set(insecure))
@@ -89,17 +104,31 @@ def registry_base_url(reference: Reference, insecure: Collection[str]) -> str:
 
 
 def transport_policy(
-    text: str, insecure: Collection[str]
+    text: str, insecure: Collection[str], registry: str
 ) -> Callable[[httpx.Request], Awaitable[None]]:
-    """The request hook that refuses plain HTTP to public hosts before anything is sent."""
+    """The request hook that refuses plain HTTP to public hosts before anything is sent.
+
+    Plain HTTP to loopback is for loopback (or configured insecure) registries only: a public
+    HTTPS registry must not be able to redirect hostd, or point its token realm, at a plain
+    HTTP service on the host itself.
+    """
+    host, port = _split_host_port(registry)
+    loopback = plain_http_allowed(host, port, insecure)
 
     async def check(request: httpx.Request) -> None:
         url = request.url
-        if url.scheme == "http" and not plain_http_allowed(url.host, url.port, insecure):
+        if url.scheme == "http" and not plain_http_allowed(
+            url.host, url.port, insecure, loopback=loopback
+        ):
+            detail = (
+                f"loopback, but registry {registry} is not loopback or configured insecure"
+                if is_loopback(url.host)
+                else "not loopback, not configured insecure"
+            )
             raise InsecureRegistry(
                 text,
                 registry=url.netloc.decode("ascii"),
-                detail="plain HTTP",
+                detail=detail,
                 url=str(url.copy_with(query=None)),
             )
 
@@ -107,8 +136,12 @@ def transport_policy(
 
 
 def new_http_client(
-    text: str, insecure: Collection[str], transport: httpx.AsyncBaseTransport | None
+    text: str,
+    insecure: Collection[str],
+    transport: httpx.AsyncBaseTransport | None,
+    registry: str,
 ) -> httpx.AsyncClient:
+    """The client of one pull from `registry` (`host[:port]` as in the reference)."""
     return httpx.AsyncClient(
         transport=transport,
         timeout=httpx.Timeout(READ_TIMEOUT_S, connect=CONNECT_TIMEOUT_S),
@@ -116,7 +149,7 @@ def new_http_client(
         max_redirects=MAX_REDIRECTS,
         trust_env=False,
         headers=REQUEST_HEADERS,
-        event_hooks={"request": [transport_policy(text, insecure)]},
+        event_hooks={"request": [transport_policy(text, insecure, registry)]},
     )
 
 
@@ -244,6 +277,15 @@ class RegistryClient:
             if response.status_code != 401:
                 return response
             await response.aclose()
+            if _origin(response.url) != _origin(httpx.URL(url)):
+                # A redirect target's challenge would get this registry's credentials sent to
+                # whatever realm it names.
+                raise AuthenticationFailed(
+                    self.text,
+                    registry=self.reference.registry,
+                    detail=f"401 from {response.url.copy_with(query=None)} after a redirect "
+                    "is not answered: credentials are only for the registry itself",
+                )
             if retried:
                 detail = (
                     "bad credentials (401 after authenticating)"

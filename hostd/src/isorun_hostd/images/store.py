@@ -292,7 +292,7 @@ class ImageStore:
                 parsed.api_host
             )
             auth = self._auth[parsed.registry] = RegistryAuth(parsed.registry, credentials)
-        http = new_http_client(text, self._insecure, self._transport)
+        http = new_http_client(text, self._insecure, self._transport, parsed.api_host)
         try:
             yield RegistryClient(
                 parsed, text, http, auth, registry_base_url(parsed, self._insecure)
