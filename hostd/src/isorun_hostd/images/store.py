@@ -27,7 +27,9 @@ records the image that built the disk.
 Work is shared, never repeated: a disk build is keyed by ChainID and a blob fetch by digest. The
 first caller starts the job as a task; later callers await the same task (shielded, so one
 caller's cancellation does not cancel the others) and also receive its progress. Temporary files
-and unpack directories are removed in `finally` blocks, so an error leaves nothing partial.
+and unpack directories are removed in `finally` blocks, so an error leaves nothing partial; an
+unpack tree is removed with `remove_tree`, which also gets through the read-only directories
+an image leaves when hostd is not root.
 """
 
 from __future__ import annotations
@@ -39,6 +41,8 @@ import json
 import logging
 import os
 import shutil
+import stat
+import sys
 import tempfile
 import threading
 import uuid
@@ -398,7 +402,7 @@ class ImageStore:
             os.replace(disk_tmp, disk_path)
             emit(PullProgress(text, "disk", None, count, disk_path.stat().st_size, 0))
         finally:
-            shutil.rmtree(unpack_dir, ignore_errors=True)
+            remove_tree(unpack_dir)
             disk_tmp.unlink(missing_ok=True)
 
     async def _fetch_layers(
@@ -510,6 +514,53 @@ def _remove_leftovers(directory: Path, prefixes: tuple[str, ...]) -> None:
     for entry in directory.iterdir():
         if entry.name.startswith(prefixes):
             if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
+                remove_tree(entry)
             else:
                 entry.unlink(missing_ok=True)
+
+
+def remove_tree(path: Path) -> None:
+    """`shutil.rmtree(path, ignore_errors=True)` that also gets through unwritable directories.
+
+    When hostd is not root, an unpacked image keeps the modes its layers ask for (0555 /usr,
+    0500 /root, ...), and rmtree cannot unlink what such a directory holds. A permission error
+    makes the directory and its parent u+rwx (each at most once, so a failure that chmod cannot
+    fix is given up, not retried forever) and retries the removal. Never raises.
+    """
+    fixed: set[str] = set()
+
+    def retry(failed: str, error: BaseException) -> None:
+        if not isinstance(error, PermissionError):
+            return
+        changed = False
+        for directory in (os.path.dirname(failed), failed):
+            if directory not in fixed and _add_owner_rwx(directory):
+                fixed.add(directory)
+                changed = True
+        if not changed:
+            return
+        with contextlib.suppress(OSError):
+            if stat.S_ISDIR(os.lstat(failed).st_mode):
+                remove(failed)
+            else:
+                os.unlink(failed)
+
+    def remove(target: str | Path) -> None:
+        if sys.version_info >= (3, 12):
+            shutil.rmtree(target, onexc=lambda _func, failed, error: retry(failed, error))
+        else:
+            shutil.rmtree(target, onerror=lambda _func, failed, info: retry(failed, info[1]))
+
+    remove(path)
+
+
+def _add_owner_rwx(path: str) -> bool:
+    """chmod u+rwx a real directory that lacks it; True if its mode changed."""
+    try:
+        mode = os.lstat(path).st_mode
+        if not stat.S_ISDIR(mode) or mode & stat.S_IRWXU == stat.S_IRWXU:
+            return False
+        os.chmod(path, stat.S_IMODE(mode) | stat.S_IRWXU)
+    except OSError:
+        return False
+    return True
