@@ -46,10 +46,11 @@ def serve_local_images(
 
     Raises:
         RuntimeError: debootstrap or the registry failed.
+        httpx.HTTPError: the push to the registry failed.
     """
     image = python_image(cache, log)
     with registry_process(directory, directory / "storage") as registry:
         name, _, tag = image.name_tag.partition(":")
-        push(image.layout, registry.url, REPO_PREFIX + name, tag)
+        push(image.layout, registry.url, REPO_PREFIX + name, tag, source_tag=image.name_tag)
         reference = f"{registry.host}/{REPO_PREFIX}{PYTHON_IMAGE}"
         yield LocalImages(registry, {"python": reference})

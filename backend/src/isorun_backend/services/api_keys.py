@@ -52,6 +52,13 @@ async def create_tenant(db: Database, name: str) -> str:
     return tenant.id
 
 
+async def list_tenants(db: Database) -> list[tuple[str, str]]:
+    """Every tenant as (id, name), oldest first: the operator CLI's default tenant is the first."""
+    async with db.session() as session:
+        rows = await session.execute(select(Tenant.id, Tenant.name).order_by(Tenant.created_at))
+        return [(tenant_id, name) for tenant_id, name in rows]
+
+
 async def create_key(db: Database, tenant_id: str, name: str = "default") -> CreatedKey:
     """Create a key for ``tenant_id``.
 
