@@ -17,10 +17,10 @@ agent: $(AGENT_BIN)
 $(AGENT_BIN): $(AGENT_SRC)
 	cd agent && go build -trimpath -ldflags='-s -w' -o bin/isorun-agent .
 
-# The main job on the embedded default: pull the Python fixture image from a loopback registry,
-# boot it in a microVM and run a command there.
+# The main job on the embedded default: `isorun up` with its short names served from images
+# built here (no Docker Hub needed), then the landing page's examples/spawn.py against it.
 run: setup
-	@uv run python -m tests.fixtures.demo
+	@scripts/run-example.sh
 
 lint:
 	uv run ruff check .
@@ -41,6 +41,7 @@ fixtures: setup
 
 bench: setup
 	uv run python -m bench.boot
+	uv run python -m bench.api
 
 clean:
 	rm -rf agent/bin

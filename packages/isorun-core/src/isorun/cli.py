@@ -262,12 +262,14 @@ async def _prepull(app: Any, aliases: dict[str, str]) -> None:
         amount = f" {p.bytes_done / 1e6:.1f}/{p.bytes_total / 1e6:.1f} MB" if p.bytes_total else ""
         _log(f"pull {p.reference}: {p.phase}{where}{amount}")
 
-    images = app.state.services.runtime.images
+    runtime = app.state.services.runtime
+    if runtime is None:
+        return  # remote nodes: 127.0.0.1 is not theirs, they pull at create
     for name, reference in aliases.items():
         if not reference.startswith("127.0.0.1:"):
             continue  # only the local ones: Docker Hub may be out of reach
         try:
-            await images.pull(reference, progress=show)
+            await runtime.images.pull(reference, progress=show)
         except ImageError as exc:
             _log(f"pull of {name} ({reference}) failed: {exc}")
         else:
