@@ -3,7 +3,10 @@
 ```
 isorun-hostd run IMAGE [options] -- CMD [ARG...]   boot, stream output, exit with CMD's status
 isorun-hostd doctor                                what this host offers VMs, and why
+isorun-hostd serve [--host H] [--port N]           the node API (spec/node.md) for a backend
 ```
+``serve`` needs ``ISORUN_NODE_TOKEN``; its VMs die with it (PDEATHSIG), and the next start
+removes their run folders.
 Exit status of ``run``: the command's own, 128+N when a signal N killed it, 124 when it timed
 out, 125 when isorun itself failed (bad image, VM did not boot); the reason goes to stderr.
 """
@@ -18,7 +21,10 @@ import signal
 import sys
 from collections.abc import Sequence
 
+import uvicorn
+
 from isorun_hostd.agent_channel import Channel, ChannelError, Process
+from isorun_hostd.api import create_app
 from isorun_hostd.config import Settings
 from isorun_hostd.images import ImageError, PullProgress
 from isorun_hostd.sandboxes import Runtime
@@ -80,6 +86,11 @@ def _parser() -> argparse.ArgumentParser:
 
     doctor = commands.add_parser("doctor", help="show the accelerator choice and boot files")
     doctor.set_defaults(handler=_doctor)
+
+    serve = commands.add_parser("serve", help="serve the node API to a backend")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=7070)
+    serve.set_defaults(handler=_serve)
     return parser
 
 
@@ -150,6 +161,24 @@ async def _doctor(_args: argparse.Namespace, settings: Settings) -> int:
     print(f"agent         {settings.agent_path}")
     print(f"state         {settings.state_dir}")
     print(f"run           {settings.run_dir}")
+    return 0
+
+
+async def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    if settings.node_token is None or not settings.node_token.get_secret_value():
+        return _fail("serve needs ISORUN_NODE_TOKEN: the token the backend presents")
+    runtime = Runtime(settings)
+    try:
+        await runtime.start()
+        app = create_app(runtime, settings.node_token.get_secret_value())
+        server = uvicorn.Server(
+            uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
+        )
+        await server.serve()
+    except (VMError, FileNotFoundError) as exc:
+        return _fail(str(exc))
+    finally:
+        await runtime.aclose()
     return 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -51,6 +51,16 @@ class Settings(BaseSettings):
         default_factory=list, description="hosts that may be reached over plain HTTP"
     )
     boot_timeout_s: float = 60.0
+    node_token: SecretStr | None = Field(
+        default=None,
+        description="bearer token the backend presents to `isorun-hostd serve`; required there",
+    )
+    capacity_vcpus: int | None = Field(
+        default=None, gt=0, description="vCPUs this node hands out; default: host CPUs x 8"
+    )
+    capacity_memory_mib: int | None = Field(
+        default=None, gt=0, description="guest memory this node hands out; default: host RAM"
+    )
 
     @property
     def images_dir(self) -> Path:

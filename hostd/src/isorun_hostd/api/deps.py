@@ -1,0 +1,45 @@
+"""Dependencies of the node API: the node token check, the Runtime, a sandbox by id."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from isorun_hostd.api.errors import Unauthorized, UnknownSandbox
+from isorun_hostd.sandboxes import Runtime, Sandbox
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def get_runtime(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]
+
+
+def require_token(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """Raises: Unauthorized, unless the request carries this node's token."""
+    token: bytes = request.app.state.token
+    given = credentials.credentials.encode() if credentials is not None else b""
+    # Constant time: the token is the only thing between the network and the VMs.
+    if not hmac.compare_digest(given, token):
+        raise Unauthorized("a node token is required: Authorization: Bearer <token>")
+
+
+def get_sandbox(sandbox_id: str, runtime: RuntimeDep) -> Sandbox:
+    """Raises: UnknownSandbox."""
+    sandbox = runtime.get(sandbox_id)
+    if sandbox is None:
+        raise UnknownSandbox(sandbox_id)
+    return sandbox
+
+
+SandboxDep = Annotated[Sandbox, Depends(get_sandbox)]

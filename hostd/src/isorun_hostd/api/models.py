@@ -1,0 +1,88 @@
+"""The node API's wire models (spec/node.md), shared with the backend's RemoteNode."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_SANDBOX_ID_CHARS = 32
+# Ids name run folders and socket paths, so they are kept to a safe alphabet.
+SANDBOX_ID_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
+NDJSON = "application/x-ndjson"
+STAT_HEADER = "X-Isorun-Stat"
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NodeInfo(BaseModel):
+    """GET /node/v1/info: what placement needs to know about this node."""
+
+    accelerator: Literal["kvm", "tcg"]
+    vcpus_total: int
+    vcpus_allocated: int
+    memory_mib_total: int
+    memory_mib_allocated: int
+    images: list[str] = Field(description="references and pinned references cached here")
+
+
+class NodeSandboxCreate(_Request):
+    id: str = Field(max_length=MAX_SANDBOX_ID_CHARS, pattern=SANDBOX_ID_PATTERN)
+    image_ref: str
+    vcpus: int = Field(ge=1)
+    mem_mib: int = Field(ge=1)
+
+
+class NodeSandbox(BaseModel):
+    id: str
+    image_ref: str = Field(description="pinned: registry/repo@sha256:...")
+    vcpus: int
+    mem_mib: int
+
+
+class NodeSandboxList(BaseModel):
+    data: list[NodeSandbox]
+
+
+class NodeExecCreate(_Request):
+    command: list[str] | str
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+    user: str | None = None
+    timeout_s: float = Field(default=0, ge=0)
+    stdin: str | None = Field(default=None, description="base64; written whole, then closed")
+
+
+class NodeSignal(_Request):
+    signal: int = Field(gt=0, lt=128)
+
+
+class NodeMkdir(_Request):
+    path: str
+    parents: bool = False
+
+
+class NodeRename(_Request):
+    src: str
+    dst: str
+
+
+class NodeWritten(BaseModel):
+    bytes: int
+
+
+class NodeProblem(BaseModel):
+    """Every error answer, and the last line of an exec stream that failed after its start.
+
+    ``error`` is the hostd exception's class name; ``reference`` (images) and ``op`` and
+    ``agent_code`` (guest agent errors) let the backend rebuild the exception it stands for.
+    """
+
+    code: str
+    detail: str
+    error: str
+    reference: str | None = None
+    op: str | None = None
+    agent_code: str | None = None

@@ -1,0 +1,10 @@
+"""The node API's routes, all under /node/v1 and behind the node token."""
+
+from fastapi import APIRouter, Depends
+
+from isorun_hostd.api.deps import require_token
+from isorun_hostd.api.routes import exec, files, node, processes, sandboxes
+
+router = APIRouter(prefix="/node/v1", dependencies=[Depends(require_token)])
+for module in (node, sandboxes, exec, processes, files):
+    router.include_router(module.router)
