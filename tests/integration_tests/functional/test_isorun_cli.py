@@ -1,0 +1,167 @@
+"""The `isorun` CLI end to end: `isorun up --local-images` in a subprocess (temp data dir, free
+port, real VMs), its first key, `keys` against the same database while it runs, `run`, the
+landing page's examples/spawn.py, and a SIGTERM that leaves no QEMU or registry behind.
+
+One `up` serves the module; the SIGTERM test stops it and so runs last (file order).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from isorun import AuthenticationError, Sandbox
+from isorun_backend.local_images.registry import free_port
+
+pytestmark = pytest.mark.vm
+
+REPO = Path(__file__).resolve().parents[3]
+READY_TIMEOUT_S = 240.0
+COMMAND_TIMEOUT_S = 180.0
+STOP_TIMEOUT_S = 60.0
+CLI = (sys.executable, "-m", "isorun.cli")
+
+
+@dataclass
+class Up:
+    process: subprocess.Popen[bytes]
+    data_dir: Path
+    url: str
+    key: str
+    stderr: Path
+
+    def env(self, key: str | None = None) -> dict[str, str]:
+        return {**os.environ, "ISORUN_API_URL": self.url, "ISORUN_API_KEY": key or self.key}
+
+    def cli(self, *args: str, key: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*CLI, *args],
+            env=self.env(key),
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT_S,
+            check=False,
+        )
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(STOP_TIMEOUT_S)
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if text in cmdline and not cmdline.startswith(tuple(CLI)):
+            found.append(f"{proc.name}: {cmdline}")
+    return found
+
+
+@pytest.fixture(scope="module")
+def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
+    data_dir = tmp_path_factory.mktemp("isorun-up")
+    port = free_port()
+    stdout, stderr = data_dir / "up.out", data_dir / "up.err"
+    env = {**os.environ, "ISORUN_HOSTD_RUN_DIR": str(data_dir / "run")}
+    with open(stdout, "wb") as out, open(stderr, "wb") as err:
+        process = subprocess.Popen(
+            [*CLI, "up", "--local-images", "--port", str(port), "--data-dir", str(data_dir)],
+            stdout=out,
+            stderr=err,
+            env=env,
+        )
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while "ISORUN_API_KEY=" not in stdout.read_text():
+            assert process.poll() is None, f"isorun up exited: {stderr.read_text()}"
+            assert time.monotonic() < deadline, f"isorun up not ready: {stderr.read_text()}"
+            time.sleep(0.2)
+        printed = dict(line.split("=", 1) for line in stdout.read_text().splitlines())
+        yield Up(process, data_dir, printed["ISORUN_API_URL"], printed["ISORUN_API_KEY"], stderr)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            process.wait(STOP_TIMEOUT_S)
+
+
+def _list_works(up: Up, key: str) -> bool:
+    try:
+        list(Sandbox.list(api_url=up.url, api_key=key))
+    except AuthenticationError:
+        return False
+    return True
+
+
+def test_up_answers_health_and_its_first_key_works(up: Up) -> None:
+    health = httpx.get(f"{up.url}/v1/health", timeout=10).json()
+    assert health["status"] == "ok"
+    assert _list_works(up, up.key)
+    # Stored hashed: the plain key is nowhere in the database.
+    assert up.key.encode() not in (up.data_dir / "isorun.db").read_bytes()
+
+
+def test_keys_create_and_revoke_while_up_runs(up: Up) -> None:
+    created = up.cli("keys", "create", "--name", "ci", "--data-dir", str(up.data_dir))
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip()
+    match = re.search(r"created (key-[0-9a-f]+)", created.stderr)
+    assert match, created.stderr
+    assert _list_works(up, key)
+
+    listing = up.cli("keys", "ls", "--data-dir", str(up.data_dir))
+    assert listing.returncode == 0 and match.group(1) in listing.stdout
+    assert key not in listing.stdout
+
+    revoked = up.cli("keys", "revoke", match.group(1), "--data-dir", str(up.data_dir))
+    assert revoked.returncode == 0, revoked.stderr
+    assert not _list_works(up, key)
+    assert _list_works(up, up.key)
+
+
+def test_run_prints_the_result_and_exits_with_the_command_status(up: Up) -> None:
+    ok = up.cli("run", "python", "--", "python", "-c", "print(2**32)")
+    assert (ok.returncode, ok.stdout) == (0, "4294967296\n"), ok.stderr
+    failing = up.cli("run", "python", "--", "python3", "-c", "import sys; sys.exit(7)")
+    assert failing.returncode == 7, failing.stderr
+    assert up.cli("ls").stdout.splitlines()[1:] == []  # both destroyed
+
+
+def test_spawn_example(up: Up) -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "spawn.py")],
+        env=up.env(),
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT_S,
+        check=False,
+    )
+    assert (result.returncode, result.stdout) == (0, "4294967296\n"), result.stderr
+
+
+def test_sigterm_stops_up_with_nothing_left(up: Up) -> None:
+    # A sandbox still running when the signal arrives must be destroyed by the shutdown.
+    sandbox = Sandbox("python", api_url=up.url, api_key=up.key)
+    sandbox.close()
+    log = up.stderr.read_text()
+    registry_pid = re.search(r"\(pid (\d+)\)", log)
+    assert registry_pid, log
+    assert _processes_mentioning(str(up.data_dir)), "no QEMU or registry seen before the stop"
+
+    assert up.stop() == 0, up.stderr.read_text()
+    assert not Path(f"/proc/{registry_pid.group(1)}").exists()
+    assert _processes_mentioning(str(up.data_dir)) == []
