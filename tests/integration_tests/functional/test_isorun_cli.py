@@ -1,6 +1,6 @@
 """The `isorun` CLI end to end: `isorun up --local-images` in a subprocess (temp data dir, free
 port, real VMs), its first key, `keys` against the same database while it runs, `run`, the
-landing page's examples/spawn.py, and a SIGTERM that leaves no QEMU or registry behind.
+landing page's examples/spawn.py, `usage`, and a SIGTERM that leaves no QEMU or registry behind.
 
 One `up` serves the module; the SIGTERM test stops it and so runs last (file order).
 """
@@ -139,6 +139,9 @@ def test_run_prints_the_result_and_exits_with_the_command_status(up: Up) -> None
     failing = up.cli("run", "python", "--", "python3", "-c", "import sys; sys.exit(7)")
     assert failing.returncode == 7, failing.stderr
     assert up.cli("ls").stdout.splitlines()[1:] == []  # both destroyed
+    usage = up.cli("usage")
+    assert usage.returncode == 0, usage.stderr
+    assert len(usage.stdout.splitlines()) >= 4  # header, two sandboxes, total
 
 
 def test_spawn_example(up: Up) -> None:

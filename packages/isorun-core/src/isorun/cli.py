@@ -6,6 +6,7 @@ isorun keys create|revoke KEY_ID|ls [--data-dir DIR]     the database directly (
 isorun run IMAGE -- CMD [ARG...]     create, stream CMD's output, destroy; exit with CMD's status
 isorun exec ID -- CMD [ARG...]       the same in an existing sandbox
 isorun ls | rm ID                    list / delete the key's sandboxes
+isorun usage [--since T] [--until T] the key's tenant's metered vCPU/GiB seconds and cost
 isorun doctor                        hostd's view of this host, and whether the API answers
 ```
 
@@ -44,6 +45,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import httpx
 
 from isorun._async_sandbox import AsyncSandbox
+from isorun._base import ApiRequest
+from isorun._client import AsyncClient
 from isorun._config import API_KEY_ENV, API_URL_ENV, DEFAULT_API_URL
 from isorun._errors import AuthenticationError, IsorunError
 from isorun._models import ExecEvent, ExitEvent, OutputEvent
@@ -123,6 +126,10 @@ def _parser() -> argparse.ArgumentParser:
     rm = commands.add_parser("rm", help="delete a sandbox")
     rm.add_argument("sandbox_id")
     rm.set_defaults(handler=_rm)
+    usage = commands.add_parser("usage", help="metered vCPU and memory time, and its cost")
+    usage.add_argument("--since", help="RFC 3339 time with a zone (default: the beginning)")
+    usage.add_argument("--until", help="RFC 3339 time with a zone (default: now)")
+    usage.set_defaults(handler=_usage)
     commands.add_parser("doctor", help="check this host and the API").set_defaults(handler=_doctor)
     return parser
 
@@ -441,6 +448,38 @@ def _rm(args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(remove())
+
+
+def _usage(args: argparse.Namespace) -> int:
+    params = tuple((name, value) for name in ("since", "until") if (value := getattr(args, name)))
+    request = ApiRequest("GET", "/v1/usage", "get usage", idempotent=True, params=params)
+
+    async def report() -> int:
+        async with AsyncClient() as client:
+            answer = (await client.send(request)).json()
+        rows = [("SANDBOX", "VCPUS", "MEMORY_MIB", "START", "END", "VCPU_S", "GIB_S", "USD")]
+        for item in answer["data"]:
+            rows.append(
+                (
+                    item["sandbox_id"],
+                    str(item["vcpus"]),
+                    str(item["memory_mib"]),
+                    item["start"],
+                    item["end"],
+                    str(item["vcpu_seconds"]),
+                    str(item["gib_seconds"]),
+                    str(item["cost_usd"]),
+                )
+            )
+        _print_table(rows)
+        print(
+            f"total {answer['since'] or 'start'} .. {answer['until']}: "
+            f"{answer['vcpu_seconds']} vCPU-s, {answer['gib_seconds']} GiB-s, "
+            f"${answer['cost_usd']}"
+        )
+        return 0
+
+    return asyncio.run(report())
 
 
 def _doctor(_args: argparse.Namespace) -> int:
