@@ -13,6 +13,7 @@ APT_PACKAGES=(
   debootstrap busybox-static      # test fixture images
   binutils cpio                   # strip module signatures; inspect initramfs
   nftables iproute2
+  postgresql                      # the backend tests run against PostgreSQL as well as SQLite
   ca-certificates curl git
 )
 GO_MIN_MINOR=22

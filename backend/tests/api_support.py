@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from isorun_backend.core.config import BackendSettings
 
 from tests.framework.registry import Registry
@@ -13,6 +14,9 @@ from tests.framework.registry import Registry
 PROBLEM = "application/problem+json"
 PYTHON_IMAGE = "python:3.11-bookworm"
 BUSYBOX_IMAGE = "busybox:1.0"
+
+# Modules where the database matters run on both engines (conftest.py: `engine`).
+BOTH_ENGINES = pytest.mark.engines("sqlite", "postgresql")
 
 
 def make_settings(

@@ -8,7 +8,13 @@ client     httpx over ASGITransport (in-process; bodies are buffered whole)
 http       httpx over a real loopback socket to uvicorn serving the same app, for the tests
            that must see bodies stream
 key        a tenant's API key; other_key: a second tenant's
+engine     "sqlite" or "postgresql": the database under app (and new_database)
 ```
+
+The database engine is a session-scoped parameter: modules marked ``engines("sqlite",
+"postgresql")`` (api_support.BOTH_ENGINES) run once per engine, the rest on SQLite only. pytest
+groups the tests by engine, so the app starts once per engine. PostgreSQL is a throwaway cluster
+(postgres_cluster.py), started the first time a test asks for it.
 
 After every test: no QEMU process but those of live sandboxes, no live sandbox without a
 ``running`` row, and no ``running`` row without a live sandbox.
@@ -17,8 +23,9 @@ After every test: no QEMU process but those of live sandboxes, no live sandbox w
 from __future__ import annotations
 
 import asyncio
+import itertools
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -32,10 +39,53 @@ from isorun_backend.main import create_app
 from isorun_backend.models import SandboxRow
 from isorun_backend.services import Services
 from isorun_backend.services.api_keys import create_key, create_tenant
+from postgres_cluster import PostgresCluster, find_bindir, postgres_cluster
 from sqlalchemy import select
 
 from tests.framework.registry import Registry, free_port, registry_with_fixtures
 from tests.host_tools.leaks import qemu_pids
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "engines(*names): the database engines a module runs on")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "engine" in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("engines")
+        engines = marker.args if marker else ("sqlite",)
+        metafunc.parametrize("engine", engines, indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session")
+def engine(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    bindir = find_bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL is not installed (scripts/setup.sh installs it)")
+    with postgres_cluster(bindir) as cluster:
+        yield cluster
+
+
+NewDatabase = Callable[[], str]
+
+
+@pytest.fixture(scope="session")
+def new_database(
+    engine: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> NewDatabase:
+    """Makes an empty database on the session's engine; returns its URL."""
+    numbers = itertools.count()
+    if engine == "postgresql":
+        cluster: PostgresCluster = request.getfixturevalue("postgres")
+        return lambda: cluster.create_database(f"isorun_{next(numbers)}")
+    folder = tmp_path_factory.mktemp("sqlite")
+    return lambda: f"sqlite+aiosqlite:///{folder / f'isorun_{next(numbers)}.db'}"
 
 
 @pytest.fixture(scope="session")
@@ -52,10 +102,26 @@ def run_dir() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
+def hostd_state_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # One image cache and one set of boot files for the apps of both engines.
+    return tmp_path_factory.mktemp("hostd")
+
+
+@pytest.fixture(scope="session")
 def settings(
-    tmp_path_factory: pytest.TempPathFactory, run_dir: Path, registry: Registry
+    tmp_path_factory: pytest.TempPathFactory,
+    run_dir: Path,
+    registry: Registry,
+    hostd_state_dir: Path,
+    new_database: NewDatabase,
 ) -> BackendSettings:
-    return make_settings(tmp_path_factory.mktemp("backend"), run_dir, registry)
+    return make_settings(
+        tmp_path_factory.mktemp("backend"),
+        run_dir,
+        registry,
+        database_url=new_database(),
+        hostd_state_dir=hostd_state_dir,
+    )
 
 
 @pytest_asyncio.fixture(scope="session", loop_scope="session")

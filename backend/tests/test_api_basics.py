@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from api_support import assert_problem, auth
+from api_support import BOTH_ENGINES, assert_problem, auth
 from isorun_backend.services import Services
 from isorun_backend.services.api_keys import create_key, create_tenant, list_keys, revoke_key
 
 from tests.framework.registry import Registry
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
+pytestmark = [pytest.mark.asyncio(loop_scope="session"), BOTH_ENGINES]
 
 
 async def test_health_needs_no_key(client: httpx.AsyncClient) -> None:
@@ -90,6 +90,7 @@ async def test_openapi_is_served_and_every_route_has_a_tag_name_operation_id(
         ("get", "/v1/sandboxes/{sandbox_id}/files/stat"): "files-stat",
         ("post", "/v1/sandboxes/{sandbox_id}/files/mkdir"): "files-mkdir",
         ("post", "/v1/sandboxes/{sandbox_id}/files/rename"): "files-rename",
+        ("get", "/v1/usage"): "usage-get",
     }
 
 

@@ -13,9 +13,11 @@ from typing import Any
 
 import httpx
 import pytest
+import pytest_asyncio
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from api_support import assert_problem, auth, make_settings
+from api_support import BOTH_ENGINES, assert_problem, auth, make_settings
+from conftest import NewDatabase
 from isorun_backend.core.config import BackendSettings
 from isorun_backend.core.security import Principal
 from isorun_backend.main import create_app
@@ -30,7 +32,7 @@ from sqlalchemy import func, select
 from tests.framework.registry import Registry
 from tests.host_tools.leaks import qemu_pids
 
-pytestmark = pytest.mark.asyncio(loop_scope="session")
+pytestmark = [pytest.mark.asyncio(loop_scope="session"), BOTH_ENGINES]
 
 
 async def _row_count(services: Services, tenant_id: str) -> int:
@@ -41,8 +43,9 @@ async def _row_count(services: Services, tenant_id: str) -> int:
     return count or 0
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="session")
 async def principal(services: Services, key: str) -> Principal:
+    # The session's loop: asyncpg connections are bound to the loop that opened them.
     return await authenticate(services.db, key)
 
 
@@ -107,13 +110,17 @@ async def test_a_refused_image_leaves_no_row(
 
 @pytest.fixture
 def restart_settings(
-    tmp_path: Path, registry: Registry, settings: BackendSettings
+    tmp_path: Path, registry: Registry, settings: BackendSettings, new_database: NewDatabase
 ) -> Iterator[BackendSettings]:
     # Its own database and VM folder; the boot files and image cache of the session's hostd.
     run_dir = Path(f"/tmp/isr-restart-{tmp_path.name[-8:]}")
     run_dir.mkdir()
     yield make_settings(
-        tmp_path / "data", run_dir, registry, hostd_state_dir=settings.hostd().state_dir
+        tmp_path / "data",
+        run_dir,
+        registry,
+        database_url=new_database(),
+        hostd_state_dir=settings.hostd().state_dir,
     )
     run_dir.rmdir()
 
@@ -170,8 +177,8 @@ async def test_restart_stops_rows_left_running_and_shutdown_destroys_vms(
     assert row is not None and row.state == "stopped"
 
 
-async def test_migrations_match_the_tables(tmp_path: Path) -> None:
-    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'm.db'}")
+async def test_migrations_match_the_tables(new_database: NewDatabase) -> None:
+    db = Database(new_database())
     await db.upgrade()
     await db.upgrade()  # a second start finds nothing to do
     async with db.engine.connect() as connection:

@@ -4,11 +4,15 @@
 tenants 1─* api_keys          a key authenticates as its tenant; only its sha256 is stored
 tenants 1─* sandboxes         every sandbox belongs to the tenant of the key that created it
 tenants 1─* idempotency_keys  (tenant, key) -> the sandbox a POST /v1/sandboxes created
+tenants 1─* quota_reservations  a create between its quota check and its sandbox row
 ```
 
 Sandbox states: ``running`` (a VM in this process) -> ``stopped`` (TTL, shutdown, restart) or
 ``failed``; a DELETE sets ``deleted_at`` and the row answers 404 from then on. Wire models follow
 spec/api.md section by section; each resource has Create, Update and Public shapes.
+
+Metering reads ``created_at`` .. ``stopped_at`` (set whenever a row leaves ``running``); a
+running row is metered up to now (services.usage).
 """
 
 from __future__ import annotations
@@ -72,6 +76,10 @@ class Tenant(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # Quota overrides; null means the deployment's default (BackendSettings.quota_*).
+    max_sandboxes: Mapped[int | None] = mapped_column(default=None)
+    max_vcpus: Mapped[int | None] = mapped_column(default=None)
+    max_memory_mib: Mapped[int | None] = mapped_column(default=None)
 
 
 class ApiKey(Base):
@@ -106,6 +114,8 @@ class SandboxRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[dt.datetime]
     deleted_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    # When the VM went away (expiry, delete, shutdown, restart): the end of its metered time.
+    stopped_at: Mapped[dt.datetime | None] = mapped_column(default=None)
 
 
 class IdempotencyRecord(Base):
@@ -120,6 +130,22 @@ class IdempotencyRecord(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
+class QuotaReservation(Base):
+    """Resources held by a create that passed its quota check and has no sandbox row yet.
+
+    It is counted with the tenant's running sandboxes, so that creates still booting take up
+    their share; the transaction that writes the sandbox row deletes it (services.quotas).
+    """
+
+    __tablename__ = "quota_reservations"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"), index=True)
+    vcpus: Mapped[int]
+    memory_mib: Mapped[int]
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+
 # -- wire models (spec/api.md) -----------------------------------------------------------------
 
 
@@ -129,6 +155,15 @@ class _Request(BaseModel):
 
 StrMap = dict[str, str]
 GuestPath = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+
+
+class QuotaDetail(BaseModel):
+    """spec/api.md "Quotas": the limit a 429 ``quota_exceeded`` ran into."""
+
+    limit: Literal["sandboxes", "vcpus", "memory_mib"]
+    max: int
+    used: int
+    requested: int
 
 
 class Problem(BaseModel):
@@ -142,6 +177,7 @@ class Problem(BaseModel):
     request_id: str
     errors: list[dict[str, Any]] | None = None
     sandbox_id: str | None = None
+    quota: QuotaDetail | None = None
 
 
 class Health(BaseModel):
@@ -170,6 +206,14 @@ class SandboxUpdate(_Request):
     timeout_s: int = Field(ge=MIN_TIMEOUT_S, le=MAX_TIMEOUT_S)
 
 
+class SandboxUsage(BaseModel):
+    """spec/api.md "Usage": what a sandbox has used from its creation to its stop (or now)."""
+
+    vcpu_seconds: float
+    gib_seconds: float
+    cost_usd: float
+
+
 class SandboxPublic(BaseModel):
     """spec/api.md "Sandboxes": the Sandbox object."""
 
@@ -184,11 +228,30 @@ class SandboxPublic(BaseModel):
     env: StrMap
     metadata: StrMap
     labels: StrMap
+    usage: SandboxUsage
 
 
 class SandboxList(BaseModel):
     data: list[SandboxPublic]
     next_cursor: str | None
+
+
+class UsageLine(SandboxUsage):
+    """spec/api.md "Usage": one sandbox's share of a window."""
+
+    sandbox_id: str
+    vcpus: int
+    memory_mib: int
+    start: dt.datetime
+    end: dt.datetime
+
+
+class UsageReport(SandboxUsage):
+    """spec/api.md "Usage": GET /v1/usage, the tenant's totals over ``since`` .. ``until``."""
+
+    since: dt.datetime | None
+    until: dt.datetime
+    data: list[UsageLine]
 
 
 class ExecCreate(_Request):

@@ -16,6 +16,7 @@ from isorun_backend.services.files import FileService
 from isorun_backend.services.health import HealthService
 from isorun_backend.services.processes import ProcessService
 from isorun_backend.services.sandboxes import SandboxService
+from isorun_backend.services.usage import UsageService
 
 # auto_error off: a missing header must be our 401 problem, not FastAPI's 403.
 _bearer = HTTPBearer(auto_error=False, description="an isorun API key: isr_...")
@@ -58,9 +59,14 @@ def _files(services: ServicesDep) -> FileService:
     return services.files
 
 
+def _usage(services: ServicesDep) -> UsageService:
+    return services.usage
+
+
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 HealthDep = Annotated[HealthService, Depends(_health)]
 SandboxesDep = Annotated[SandboxService, Depends(_sandboxes)]
 ExecDep = Annotated[ExecService, Depends(_exec)]
 ProcessesDep = Annotated[ProcessService, Depends(_processes)]
 FilesDep = Annotated[FileService, Depends(_files)]
+UsageDep = Annotated[UsageService, Depends(_usage)]

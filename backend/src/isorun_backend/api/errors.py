@@ -23,8 +23,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
 from isorun_backend.api.middleware import REQUEST_ID_HEADER, request_id
-from isorun_backend.models import Problem
-from isorun_backend.services.errors import ServiceError
+from isorun_backend.models import Problem, QuotaDetail
+from isorun_backend.services.errors import QuotaExceeded, ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ def problem(
     status: int | None = None,
     errors: list[dict[str, Any]] | None = None,
     sandbox_id: str | None = None,
+    quota: QuotaDetail | None = None,
 ) -> Problem:
     default_status, title = CODES[code]
     return Problem(
@@ -67,11 +68,17 @@ def problem(
         request_id=request_id(request),
         errors=errors,
         sandbox_id=sandbox_id,
+        quota=quota,
     )
 
 
 def service_problem(request: Request, exc: ServiceError) -> Problem:
-    return problem(request, exc.code, exc.detail, sandbox_id=exc.sandbox_id)
+    quota = None
+    if isinstance(exc, QuotaExceeded):
+        quota = QuotaDetail.model_validate(
+            {"limit": exc.limit, "max": exc.maximum, "used": exc.used, "requested": exc.requested}
+        )
+    return problem(request, exc.code, exc.detail, sandbox_id=exc.sandbox_id, quota=quota)
 
 
 def problem_response(request: Request, body: Problem) -> JSONResponse:

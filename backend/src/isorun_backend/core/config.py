@@ -53,6 +53,16 @@ class BackendSettings(BaseSettings):
     reaper_interval_s: float = Field(
         default=5.0, gt=0, description="how often expired sandboxes are looked for"
     )
+    # Per-tenant quotas; a tenant row's max_* column overrides each (services.quotas).
+    quota_sandboxes: int = Field(default=20, ge=0, description="concurrent sandboxes per tenant")
+    quota_vcpus: int = Field(default=32, ge=0, description="vCPUs of a tenant's sandboxes")
+    quota_memory_mib: int = Field(
+        default=64 * 1024, ge=0, description="memory of a tenant's sandboxes, MiB"
+    )
+    # Together $0.04/h for the smallest round sandbox (1 vCPU, 1 GiB), split evenly so that
+    # neither resource is free to hoard (services.usage).
+    price_vcpu_hour_usd: float = Field(default=0.02, ge=0, description="USD per vCPU-hour")
+    price_gib_hour_usd: float = Field(default=0.02, ge=0, description="USD per GiB-hour of memory")
 
     @field_validator("image_aliases")
     @classmethod

@@ -26,6 +26,7 @@ from isorun_backend.services.files import FileService
 from isorun_backend.services.health import HealthService
 from isorun_backend.services.processes import ProcessService
 from isorun_backend.services.sandboxes import SandboxService
+from isorun_backend.services.usage import Meter, UsageService
 from isorun_backend.storage import Database
 
 
@@ -40,6 +41,7 @@ class Services:
     exec: ExecService
     processes: ProcessService
     files: FileService
+    usage: UsageService
 
     @classmethod
     @asynccontextmanager
@@ -66,6 +68,7 @@ class Services:
                     exec=ExecService(sandboxes),
                     processes=ProcessService(sandboxes),
                     files=FileService(sandboxes),
+                    usage=UsageService(db, Meter(settings)),
                 )
             finally:
                 await sandboxes.aclose()

@@ -14,6 +14,7 @@ ServiceError(detail)                 code                  (status: api/errors.p
 ├── ImageUnavailable                 image_unavailable     the registry is the problem
 ├── SandboxNotRunning(state)         sandbox_not_running
 ├── Conflict                         conflict
+├── QuotaExceeded(limit, ...)        quota_exceeded        the tenant's sandboxes, vCPUs or memory
 ├── FileError(guest_code)            file_error            the guest refused a file operation
 ├── Unavailable                      unavailable           this host cannot do it now
 └── InternalError                    internal
@@ -79,6 +80,21 @@ class SandboxNotRunning(ServiceError):
 
 class Conflict(ServiceError):
     code = "conflict"
+
+
+class QuotaExceeded(ServiceError):
+    """A create that would take the tenant past ``limit``: ``used`` now, ``requested`` more."""
+
+    code = "quota_exceeded"
+
+    def __init__(self, limit: str, *, maximum: int, used: int, requested: int) -> None:
+        super().__init__(
+            f"quota exceeded: {limit} {used} in use + {requested} requested > {maximum} allowed"
+        )
+        self.limit = limit
+        self.maximum = maximum
+        self.used = used
+        self.requested = requested
 
 
 class FileError(ServiceError):

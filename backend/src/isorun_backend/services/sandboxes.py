@@ -60,6 +60,8 @@ from isorun_backend.services.errors import (
     ServiceError,
     Unavailable,
 )
+from isorun_backend.services.quotas import QuotaService
+from isorun_backend.services.usage import Meter
 from isorun_backend.storage import Database
 
 log = logging.getLogger(__name__)
@@ -86,12 +88,15 @@ class SandboxService:
         self._settings = settings
         self._db = db
         self._runtime = runtime
+        self._quotas = QuotaService(settings, db)
+        self._meter = Meter(settings)
         # The VMs this process runs; the only reference to them besides hostd's own.
         self._live: dict[str, VMSandbox] = {}
         self._reaper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Mark rows left running by an earlier process stopped; start the TTL reaper."""
+        await self._quotas.forget_reservations()
         await self._sweep_orphans()
         self._reaper = asyncio.create_task(self._bg_reap(), name="isorun-sandbox-reaper")
 
@@ -117,6 +122,7 @@ class SandboxService:
             ImageRejected, ImageUnavailable: see services.images.
             Conflict: the Idempotency-Key is in use by a create in progress, or was used with a
                 different request.
+            QuotaExceeded: the tenant's running sandboxes and creates in flight leave no room.
             Unavailable, InternalError: the VM did not boot.
         """
         reference = images.resolve(body.image, self._settings.image_aliases)
@@ -125,7 +131,10 @@ class SandboxService:
             if replay is not None:
                 return await self._public_any(principal, replay), True
         try:
-            public = await self._boot(principal, body, reference, idempotency_key)
+            async with self._quotas.reserve(
+                principal.tenant_id, body.vcpus, body.memory_mib
+            ) as reservation:
+                public = await self._boot(principal, body, reference, idempotency_key, reservation)
         except BaseException:
             if idempotency_key is not None:
                 await asyncio.shield(self._release(principal, idempotency_key))
@@ -138,6 +147,7 @@ class SandboxService:
         body: SandboxCreate,
         reference: str,
         idempotency_key: str | None,
+        reservation: str,
     ) -> SandboxPublic:
         try:
             vm = await self._runtime.create(reference, vcpus=body.vcpus, mem_mib=body.memory_mib)
@@ -166,6 +176,7 @@ class SandboxService:
         try:
             async with self._db.session() as session, session.begin():
                 session.add(row)
+                await self._quotas.settle(session, reservation)
                 if idempotency_key is not None:
                     record = await session.get(
                         IdempotencyRecord, (principal.tenant_id, idempotency_key)
@@ -177,12 +188,12 @@ class SandboxService:
             await asyncio.shield(self._runtime.destroy(vm))
             raise
         log.info("sandbox %s created for %s from %s", vm.id, principal.tenant_id, row.image_ref)
-        return _public(row)
+        return _public(row, self._meter)
 
     async def get(self, principal: Principal, sandbox_id: str) -> SandboxPublic:
         """Raises: SandboxNotFound (also for another tenant's sandbox)."""
         async with self._db.session() as session:
-            return _public(await _row(session, principal, sandbox_id))
+            return _public(await _row(session, principal, sandbox_id), self._meter)
 
     async def listing(
         self,
@@ -218,7 +229,9 @@ class SandboxService:
             rows = list(await session.scalars(query))
         page = rows[:limit]
         next_cursor = _encode_cursor(page[-1]) if len(rows) > limit else None
-        return SandboxList(data=[_public(row) for row in page], next_cursor=next_cursor)
+        return SandboxList(
+            data=[_public(row, self._meter) for row in page], next_cursor=next_cursor
+        )
 
     async def delete(self, principal: Principal, sandbox_id: str) -> None:
         """Destroy the VM (if running) and delete the sandbox.
@@ -236,6 +249,7 @@ class SandboxService:
             row.deleted_at = utcnow()
             if row.state == "running":
                 row.state = "stopped"
+                row.stopped_at = row.deleted_at
         log.info("sandbox %s deleted", sandbox_id)
 
     async def keepalive(
@@ -251,7 +265,7 @@ class SandboxService:
             if row.state != "running":
                 raise SandboxNotRunning(sandbox_id, row.state)
             row.expires_at = utcnow() + dt.timedelta(seconds=body.timeout_s)
-            return _public(row)
+            return _public(row, self._meter)
 
     async def running(self, principal: Principal, sandbox_id: str) -> Running:
         """The tenant's sandbox and its VM, for exec, processes and files.
@@ -313,7 +327,7 @@ class SandboxService:
             row = await session.get(SandboxRow, sandbox_id)
         if row is None or row.tenant_id != principal.tenant_id:
             raise SandboxNotFound(sandbox_id)
-        return _public(row)
+        return _public(row, self._meter)
 
     # -- expiry and reconciliation -------------------------------------------------------------
 
@@ -360,7 +374,7 @@ class SandboxService:
             await session.execute(
                 update(SandboxRow)
                 .where(SandboxRow.id.in_(ids), SandboxRow.state == "running")
-                .values(state="stopped")
+                .values(state="stopped", stopped_at=utcnow())
             )
 
 
@@ -371,7 +385,7 @@ async def _row(session: AsyncSession, principal: Principal, sandbox_id: str) -> 
     return row
 
 
-def _public(row: SandboxRow) -> SandboxPublic:
+def _public(row: SandboxRow, meter: Meter) -> SandboxPublic:
     return SandboxPublic(
         id=row.id,
         image=row.image,
@@ -384,6 +398,7 @@ def _public(row: SandboxRow) -> SandboxPublic:
         env=row.env,
         metadata=row.meta,
         labels=row.labels,
+        usage=meter.sandbox(row),
     )
 
 

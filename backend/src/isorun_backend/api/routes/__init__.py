@@ -2,8 +2,8 @@
 
 from fastapi import APIRouter
 
-from isorun_backend.api.routes import exec, files, health, processes, sandboxes
+from isorun_backend.api.routes import exec, files, health, processes, sandboxes, usage
 
 router = APIRouter(prefix="/v1")
-for module in (health, sandboxes, exec, processes, files):
+for module in (health, sandboxes, exec, processes, files, usage):
     router.include_router(module.router)

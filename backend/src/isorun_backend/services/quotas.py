@@ -1,0 +1,145 @@
+"""Per-tenant quotas: concurrent sandboxes, their vCPUs and their memory.
+
+```
+create   reserve(tenant, vcpus, memory_mib)        one transaction:
+           lock the tenant row (SELECT ... FOR UPDATE; SQLite: the insert below takes the
+             database's single write lock, which serialises the same way)
+           insert a reservation ─► count running sandboxes + reservations ─► over a limit?
+             QuotaExceeded (the transaction, reservation included, rolls back)
+         boot the VM (seconds; the reservation holds the resources meanwhile)
+         settle(session, reservation) in the transaction that writes the sandbox row, so the
+           resources are counted once, never zero times and never twice
+         on any failure the reservation is deleted on the way out
+start    forget_reservations(): a restarted process's creates died with it
+```
+
+The limits are BackendSettings.quota_* unless the tenant row overrides them (set_limits).
+Deleted and stopped sandboxes count for nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from isorun_backend.core.config import BackendSettings
+from isorun_backend.models import QuotaReservation, SandboxRow, Tenant
+from isorun_backend.services.errors import NotFound, QuotaExceeded
+from isorun_backend.storage import Database
+
+
+class QuotaService:
+    """Checks and holds a tenant's resources for the creates in flight."""
+
+    def __init__(self, settings: BackendSettings, db: Database) -> None:
+        self._settings = settings
+        self._db = db
+
+    @asynccontextmanager
+    async def reserve(self, tenant_id: str, vcpus: int, memory_mib: int) -> AsyncIterator[str]:
+        """Hold one sandbox of this size for the block; yields the reservation id to settle.
+
+        Raises:
+            QuotaExceeded: the sandbox would take the tenant past a limit (the first one found,
+                in the order sandboxes, vcpus, memory_mib).
+            NotFound: no such tenant.
+        """
+        reservation_id = await self._reserve(tenant_id, vcpus, memory_mib)
+        try:
+            yield reservation_id
+        finally:
+            # After a settle this deletes nothing; after a failure it frees the resources.
+            await asyncio.shield(self._forget(reservation_id))
+
+    async def _reserve(self, tenant_id: str, vcpus: int, memory_mib: int) -> str:
+        reservation = QuotaReservation(
+            id=f"qr-{secrets.token_hex(8)}",
+            tenant_id=tenant_id,
+            vcpus=vcpus,
+            memory_mib=memory_mib,
+        )
+        async with self._db.session() as session, session.begin():
+            # The row lock serialises this tenant's reservations on PostgreSQL: a concurrent
+            # one waits here and, once we commit, counts our reservation.
+            tenant = await session.scalar(
+                select(Tenant).where(Tenant.id == tenant_id).with_for_update()
+            )
+            if tenant is None:
+                raise NotFound(f"no tenant {tenant_id!r}")
+            # Write before counting: on SQLite the first write takes the write lock, so a
+            # concurrent reservation cannot count between our count and our commit.
+            session.add(reservation)
+            await session.flush()
+            sandboxes, used_vcpus, used_memory = await _in_use(session, tenant_id)
+            settings = self._settings
+            limits = (
+                ("sandboxes", tenant.max_sandboxes, settings.quota_sandboxes, sandboxes, 1),
+                ("vcpus", tenant.max_vcpus, settings.quota_vcpus, used_vcpus, vcpus),
+                ("memory_mib", tenant.max_memory_mib, settings.quota_memory_mib, used_memory,
+                 memory_mib),
+            )  # fmt: skip
+            for name, override, default, total, requested in limits:
+                maximum = default if override is None else override
+                if total > maximum:
+                    raise QuotaExceeded(
+                        name, maximum=maximum, used=total - requested, requested=requested
+                    )
+        return reservation.id
+
+    async def settle(self, session: AsyncSession, reservation_id: str) -> None:
+        """Drop the reservation inside the caller's transaction (the one adding the row)."""
+        await session.execute(delete(QuotaReservation).where(QuotaReservation.id == reservation_id))
+
+    async def _forget(self, reservation_id: str) -> None:
+        async with self._db.session() as session, session.begin():
+            await self.settle(session, reservation_id)
+
+    async def forget_reservations(self) -> None:
+        """Delete every reservation: at start, those of a process that died mid-create.
+
+        Like the sandbox service's orphan sweep, this assumes one backend owns the database.
+        """
+        async with self._db.session() as session, session.begin():
+            await session.execute(delete(QuotaReservation))
+
+
+async def set_limits(
+    db: Database,
+    tenant_id: str,
+    *,
+    sandboxes: int | None = None,
+    vcpus: int | None = None,
+    memory_mib: int | None = None,
+) -> None:
+    """Override a tenant's limits; None restores the deployment's default for that limit.
+
+    Raises:
+        NotFound: no such tenant.
+    """
+    async with db.session() as session, session.begin():
+        tenant = await session.get(Tenant, tenant_id)
+        if tenant is None:
+            raise NotFound(f"no tenant {tenant_id!r}")
+        tenant.max_sandboxes = sandboxes
+        tenant.max_vcpus = vcpus
+        tenant.max_memory_mib = memory_mib
+
+
+async def _in_use(session: AsyncSession, tenant_id: str) -> tuple[int, int, int]:
+    """(sandboxes, vcpus, memory_mib) of the tenant's running sandboxes and reservations."""
+    running = select(
+        func.count(), func.sum(SandboxRow.vcpus), func.sum(SandboxRow.memory_mib)
+    ).where(SandboxRow.tenant_id == tenant_id, SandboxRow.state == "running")
+    reserved = select(
+        func.count(), func.sum(QuotaReservation.vcpus), func.sum(QuotaReservation.memory_mib)
+    ).where(QuotaReservation.tenant_id == tenant_id)
+    totals = [0, 0, 0]
+    for query in (running, reserved):
+        row = (await session.execute(query)).one()
+        totals = [total + int(value or 0) for total, value in zip(totals, row, strict=True)]
+    return totals[0], totals[1], totals[2]

@@ -1,0 +1,94 @@
+"""Per-tenant quotas over the API: the 429 problem, overrides, and no race for the last slot."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+from api_support import BOTH_ENGINES, assert_problem, auth
+from isorun_backend.core.security import Principal
+from isorun_backend.models import SandboxCreate
+from isorun_backend.services import Services
+from isorun_backend.services.api_keys import authenticate, create_key, create_tenant
+from isorun_backend.services.errors import InternalError
+from isorun_backend.services.quotas import set_limits
+from isorun_hostd.vm.errors import LaunchError
+
+pytestmark = [pytest.mark.asyncio(loop_scope="session"), BOTH_ENGINES]
+
+SMALL = {"image": "busybox", "memory_mib": 256}
+
+
+async def _tenant(services: Services, **limits: int) -> str:
+    tenant = await create_tenant(services.db, "quotas")
+    await set_limits(services.db, tenant, **limits)
+    return (await create_key(services.db, tenant)).key
+
+
+@pytest.mark.parametrize(
+    ("limits", "body", "expected"),
+    [
+        ({"sandboxes": 0}, SMALL, {"limit": "sandboxes", "max": 0, "used": 0, "requested": 1}),
+        ({"vcpus": 2}, {**SMALL, "vcpus": 3}, {"limit": "vcpus", "max": 2, "used": 0,
+                                               "requested": 3}),
+        ({"memory_mib": 512}, {**SMALL, "memory_mib": 1024},
+         {"limit": "memory_mib", "max": 512, "used": 0, "requested": 1024}),
+    ],
+    ids=["sandboxes", "vcpus", "memory"],
+)  # fmt: skip
+async def test_a_create_past_a_limit_is_429_naming_it(
+    client: httpx.AsyncClient,
+    services: Services,
+    limits: dict[str, int],
+    body: dict[str, Any],
+    expected: dict[str, Any],
+) -> None:
+    key = await _tenant(services, **limits)
+    response = await client.post("/v1/sandboxes", json=body, headers=auth(key))
+    problem = assert_problem(response, 429, "quota_exceeded")
+    assert problem["quota"] == expected
+    assert expected["limit"] in problem["detail"]
+
+
+async def test_a_failed_create_gives_its_reservation_back(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = await _tenant(services, sandboxes=1)
+    principal: Principal = await authenticate(services.db, key)
+
+    async def fail(*args: Any, **kwargs: Any) -> Any:
+        raise LaunchError("QEMU failed: exit 1")
+
+    monkeypatch.setattr(services.runtime, "create", fail)
+    for _ in range(2):  # the second is refused by QEMU again, not by a leaked reservation
+        with pytest.raises(InternalError):
+            await services.sandboxes.create(principal, SandboxCreate(**SMALL))
+
+
+@pytest.mark.vm
+async def test_two_concurrent_creates_do_not_both_take_the_last_slot(
+    client: httpx.AsyncClient, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = await _tenant(services, sandboxes=1)
+    first, second = await asyncio.gather(
+        *(client.post("/v1/sandboxes", json=SMALL, headers=auth(key)) for _ in range(2))
+    )
+    statuses = sorted([first.status_code, second.status_code])
+    assert statuses == [201, 429], (first.text, second.text)
+    created, refused = (first, second) if first.status_code == 201 else (second, first)
+    quota = assert_problem(refused, 429, "quota_exceeded")["quota"]
+    assert quota == {"limit": "sandboxes", "max": 1, "used": 1, "requested": 1}
+    sandbox_id = created.json()["id"]
+    response = await client.delete(f"/v1/sandboxes/{sandbox_id}", headers=auth(key))
+    assert response.status_code == 204
+
+    # The deleted sandbox no longer counts: the next create passes the quota (and then fails
+    # to boot, which is all this needs to see).
+    async def fail(*args: Any, **kwargs: Any) -> Any:
+        raise LaunchError("QEMU failed: exit 1")
+
+    monkeypatch.setattr(services.runtime, "create", fail)
+    response = await client.post("/v1/sandboxes", json=SMALL, headers=auth(key))
+    assert_problem(response, 500, "internal")
