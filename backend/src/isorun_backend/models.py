@@ -114,6 +114,8 @@ class SandboxRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[dt.datetime]
     deleted_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    # The hostd node that runs (or ran) the VM: a configured node's name, or "embedded".
+    node: Mapped[str] = mapped_column(String(64), default="embedded")
     # When the VM went away (expiry, delete, shutdown, restart): the end of its metered time.
     stopped_at: Mapped[dt.datetime | None] = mapped_column(default=None)
 

@@ -12,7 +12,7 @@ from typing import Literal
 
 from isorun_hostd.config import Settings as HostdSettings
 from isorun_hostd.images import ImageReferenceError, refuse_floating
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_IMAGE_ALIASES = {
@@ -20,6 +20,14 @@ DEFAULT_IMAGE_ALIASES = {
     "node": "node:22-bookworm-slim",
     "ubuntu": "ubuntu:24.04",
 }
+
+
+class NodeConfig(BaseModel):
+    """A hostd serving the node API (``isorun-hostd serve``)."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    url: str = Field(description="http://host:port of the node API")
+    token: SecretStr = Field(description="the node's ISORUN_NODE_TOKEN")
 
 
 class BackendSettings(BaseSettings):
@@ -53,6 +61,10 @@ class BackendSettings(BaseSettings):
     reaper_interval_s: float = Field(
         default=5.0, gt=0, description="how often expired sandboxes are looked for"
     )
+    nodes: list[NodeConfig] = Field(
+        default_factory=list,
+        description='remote hostd nodes, JSON [{"name", "url", "token"}]; empty: embedded hostd',
+    )
     # Per-tenant quotas; a tenant row's max_* column overrides each (services.quotas).
     quota_sandboxes: int = Field(default=20, ge=0, description="concurrent sandboxes per tenant")
     quota_vcpus: int = Field(default=32, ge=0, description="vCPUs of a tenant's sandboxes")
@@ -76,6 +88,17 @@ class BackendSettings(BaseSettings):
             except ImageReferenceError as exc:
                 raise ValueError(f"alias {name!r}: {exc}") from exc
         return aliases
+
+    @field_validator("nodes")
+    @classmethod
+    def _node_names_are_unique(cls, nodes: list[NodeConfig]) -> list[NodeConfig]:
+        # Rows name their node; two nodes of one name would make that ambiguous.
+        names = [node.name for node in nodes]
+        if len(set(names)) != len(names):
+            raise ValueError("node names must be unique")
+        if "embedded" in names:
+            raise ValueError("the node name 'embedded' is the in-process hostd's")
+        return nodes
 
     @model_validator(mode="after")
     def _prod_is_explicit(self) -> BackendSettings:

@@ -1,26 +1,31 @@
-"""Services: what the API asks for, done against the database and the embedded hostd.
+"""Services: what the API asks for, done against the database and the hostd nodes.
 
 Routes call these and nothing below them; each service raises only ServiceError subclasses
 (services.errors) for the API's one error map to turn into HTTP.
 
 ```
 Services.open(settings)   database: alembic upgrade head
-                          hostd Runtime.start(): boot files, accelerator probe
-                          SandboxService.start(): orphaned rows stopped, TTL reaper started
+                          nodes: the embedded hostd (ISORUN_NODES empty), or remote ones
+                          SandboxService.start(): nodes started (embedded: boot files,
+                          accelerator probe), rows and VMs reconciled, TTL reaper started
 ... requests ...
-(exit)                    every VM destroyed, rows stopped, database closed
+(exit)                    embedded VMs destroyed and their rows stopped (remote nodes keep
+                          theirs for the next start), database closed
 ```
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Literal
 
 from isorun_hostd.sandboxes import Runtime
 
 from isorun_backend.core.config import BackendSettings
+from isorun_backend.nodes import EmbeddedNode, Node, NodeUnavailable, RemoteNode
 from isorun_backend.services.exec import ExecService
 from isorun_backend.services.files import FileService
 from isorun_backend.services.health import HealthService
@@ -29,13 +34,16 @@ from isorun_backend.services.sandboxes import SandboxService
 from isorun_backend.services.usage import Meter, UsageService
 from isorun_backend.storage import Database
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class Services:
     """Everything one backend process runs, opened and closed together."""
 
     db: Database
-    runtime: Runtime
+    # The embedded hostd; None when the sandboxes run on remote nodes.
+    runtime: Runtime | None
     health: HealthService
     sandboxes: SandboxService
     exec: ExecService
@@ -46,7 +54,7 @@ class Services:
     @classmethod
     @asynccontextmanager
     async def open(cls, settings: BackendSettings) -> AsyncIterator[Services]:
-        """Start the database, the embedded hostd and the sandbox service; close them after.
+        """Start the database, the nodes and the sandbox service; close them after.
 
         Raises:
             BootFilesError, FileNotFoundError: hostd cannot run VMs on this host.
@@ -55,15 +63,22 @@ class Services:
         db = Database(settings.sqlalchemy_url)
         try:
             await db.upgrade()
-            runtime = Runtime(settings.hostd())
-            await runtime.start()
-            sandboxes = SandboxService(settings, db, runtime)
+            runtime = Runtime(settings.hostd()) if not settings.nodes else None
+            nodes: list[Node] = (
+                [EmbeddedNode(runtime)]
+                if runtime is not None
+                else [
+                    RemoteNode(node.name, node.url, node.token.get_secret_value())
+                    for node in settings.nodes
+                ]
+            )
+            sandboxes = SandboxService(settings, db, nodes)
             await sandboxes.start()
             try:
                 yield cls(
                     db=db,
                     runtime=runtime,
-                    health=HealthService(runtime),
+                    health=HealthService(await _accelerator(runtime, nodes)),
                     sandboxes=sandboxes,
                     exec=ExecService(sandboxes),
                     processes=ProcessService(sandboxes),
@@ -74,3 +89,16 @@ class Services:
                 await sandboxes.aclose()
         finally:
             await db.aclose()
+
+
+async def _accelerator(runtime: Runtime | None, nodes: list[Node]) -> Literal["kvm", "tcg"]:
+    """The accelerator VMs get: the embedded probe's, or the first remote node's that answers."""
+    if runtime is not None:
+        return runtime.caps.accel
+    for node in nodes:
+        try:
+            return (await node.info()).accelerator
+        except NodeUnavailable as exc:
+            log.warning("%s; asking the next node for its accelerator", exc)
+    # No node answers now: TCG is the answer that promises no speed it may not have.
+    return "tcg"

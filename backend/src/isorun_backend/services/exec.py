@@ -18,7 +18,7 @@ import base64
 from collections.abc import AsyncIterator
 from typing import Literal
 
-from isorun_hostd.agent_channel import AgentError, Channel, ChannelError, Process
+from isorun_hostd.agent_channel import AgentError, Channel, ChannelError
 from isorun_hostd.sandboxes import ExecOptions
 
 from isorun_backend.core.security import Principal
@@ -31,6 +31,7 @@ from isorun_backend.models import (
     ExecResult,
     ExecStartEvent,
 )
+from isorun_backend.nodes import NodeProcess
 from isorun_backend.services.errors import InvalidRequest, ServiceError
 from isorun_backend.services.sandboxes import Running, SandboxService
 
@@ -87,7 +88,7 @@ class ExecService:
         process = await self._start(sandbox, body)
         return self._events(sandbox_id, process)
 
-    async def _events(self, sandbox_id: str, process: Process) -> AsyncIterator[ExecEvent]:
+    async def _events(self, sandbox_id: str, process: NodeProcess) -> AsyncIterator[ExecEvent]:
         finished = False
         try:
             yield ExecStartEvent(pid=process.pid)
@@ -106,9 +107,9 @@ class ExecService:
             raise self._sandboxes.lost(sandbox_id, exc) from exc
         finally:
             if not finished:
-                process.detach()
+                await process.detach()
 
-    async def _start(self, sandbox: Running, body: ExecCreate) -> Process:
+    async def _start(self, sandbox: Running, body: ExecCreate) -> NodeProcess:
         options: ExecOptions = {
             "env": {**sandbox.env, **body.env},
             "stdin": body.stdin is not None,
@@ -118,13 +119,11 @@ class ExecService:
             options["cwd"] = body.cwd
         if body.user:
             options["user"] = body.user
+        # Stdin is at most one credit window (ExecCreate caps it), so the node writes it whole
+        # without waiting on the process to read: the agent buffers it all.
+        stdin = body.stdin.encode() if body.stdin is not None else None
         try:
-            process = await sandbox.vm.exec(body.command, **options)
-            if body.stdin is not None:
-                # Within one credit window (ExecCreate caps it), so neither call waits on the
-                # process reading: the agent buffers it all.
-                await process.write_stdin(body.stdin.encode())
-                await process.close_stdin()
+            process = await sandbox.node.exec(sandbox.id, body.command, options, stdin)
         except AgentError as exc:
             raise _start_error(exc, sandbox.id) from exc
         except ChannelError as exc:

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable
 from typing import TypeVar
 
 from isorun_hostd.agent_channel import AgentError, ChannelError, FileStat
-from isorun_hostd.agent_channel.protocol import Empty
 
 from isorun_backend.core.security import Principal
 from isorun_backend.models import FileList, FileStatPublic, FileWritten
@@ -38,7 +37,7 @@ class FileService:
         """
         check_path(path, "path")
         sandbox = await self._sandboxes.running(principal, sandbox_id)
-        stat, body = await self._guest(sandbox_id, sandbox.vm.channel.read_file(path))
+        stat, body = await self._guest(sandbox_id, sandbox.node.read_file(sandbox_id, path))
         return _public(stat), self._body(sandbox_id, body)
 
     async def _body(self, sandbox_id: str, body: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -69,44 +68,39 @@ class FileService:
         check_path(path, "path")
         sandbox = await self._sandboxes.running(principal, sandbox_id)
         written = await self._guest(
-            sandbox_id, sandbox.vm.channel.write_file(path, content, mode=mode, parents=parents)
+            sandbox_id,
+            sandbox.node.write_file(sandbox_id, path, content, mode=mode, parents=parents),
         )
         return FileWritten(path=path, bytes=written)
 
     async def listing(self, principal: Principal, sandbox_id: str, path: str) -> FileList:
         check_path(path, "path")
         sandbox = await self._sandboxes.running(principal, sandbox_id)
-        entries = await self._guest(sandbox_id, sandbox.vm.channel.list_dir(path))
+        entries = await self._guest(sandbox_id, sandbox.node.list_dir(sandbox_id, path))
         return FileList(data=[_public(entry) for entry in entries])
 
     async def stat(self, principal: Principal, sandbox_id: str, path: str) -> FileStatPublic:
         check_path(path, "path")
         sandbox = await self._sandboxes.running(principal, sandbox_id)
-        return _public(
-            await self._guest(sandbox_id, sandbox.vm.channel.call("stat", FileStat, path=path))
-        )
+        return _public(await self._guest(sandbox_id, sandbox.node.stat(sandbox_id, path)))
 
     async def mkdir(self, principal: Principal, sandbox_id: str, path: str, parents: bool) -> None:
         check_path(path, "path")
         sandbox = await self._sandboxes.running(principal, sandbox_id)
-        await self._guest(
-            sandbox_id, sandbox.vm.channel.call("mkdir", Empty, path=path, parents=parents)
-        )
+        await self._guest(sandbox_id, sandbox.node.mkdir(sandbox_id, path, parents))
 
     async def rename(self, principal: Principal, sandbox_id: str, src: str, dst: str) -> None:
         check_path(src, "src")
         check_path(dst, "dst")
         sandbox = await self._sandboxes.running(principal, sandbox_id)
-        await self._guest(sandbox_id, sandbox.vm.channel.call("rename", Empty, src=src, dst=dst))
+        await self._guest(sandbox_id, sandbox.node.rename(sandbox_id, src, dst))
 
     async def remove(
         self, principal: Principal, sandbox_id: str, path: str, recursive: bool
     ) -> None:
         check_path(path, "path")
         sandbox = await self._sandboxes.running(principal, sandbox_id)
-        await self._guest(
-            sandbox_id, sandbox.vm.channel.call("remove", Empty, path=path, recursive=recursive)
-        )
+        await self._guest(sandbox_id, sandbox.node.remove(sandbox_id, path, recursive))
 
     async def _guest(self, sandbox_id: str, operation: Awaitable[_T]) -> _T:
         try:

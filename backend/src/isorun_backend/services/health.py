@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from importlib.metadata import version
-
-from isorun_hostd.sandboxes import Runtime
+from typing import Literal
 
 from isorun_backend.models import Health
 
@@ -12,8 +11,8 @@ VERSION = version("isorun-backend")
 
 
 class HealthService:
-    def __init__(self, runtime: Runtime) -> None:
-        self._runtime = runtime
+    def __init__(self, accelerator: Literal["kvm", "tcg"]) -> None:
+        self._accelerator = accelerator
 
     def check(self) -> Health:
-        return Health(status="ok", version=VERSION, accelerator=self._runtime.caps.accel)
+        return Health(status="ok", version=VERSION, accelerator=self._accelerator)

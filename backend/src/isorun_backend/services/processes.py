@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 from isorun_hostd.agent_channel import AgentError, ChannelError
-from isorun_hostd.agent_channel.protocol import Empty
-from isorun_hostd.agent_channel.protocol import ProcessList as AgentProcessList
 
 from isorun_backend.core.security import Principal
 from isorun_backend.models import ProcessList, ProcessPublic
@@ -24,7 +22,7 @@ class ProcessService:
         """
         sandbox = await self._sandboxes.running(principal, sandbox_id)
         try:
-            listing = await sandbox.vm.channel.call("ps", AgentProcessList)
+            listing = await sandbox.node.processes(sandbox_id)
         except AgentError as exc:
             raise InternalError(f"ps failed in the guest: {exc}", sandbox_id=sandbox_id) from exc
         except ChannelError as exc:
@@ -41,7 +39,7 @@ class ProcessService:
         """
         sandbox = await self._sandboxes.running(principal, sandbox_id)
         try:
-            await sandbox.vm.channel.call("signal", Empty, pid=pid, signal=signum)
+            await sandbox.node.signal(sandbox_id, pid, signum)
         except AgentError as exc:
             if exc.code == "not_found":
                 raise NotFound(f"no process {pid}", sandbox_id=sandbox_id) from exc

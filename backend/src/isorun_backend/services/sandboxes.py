@@ -1,20 +1,26 @@
-"""Sandboxes: the rows tenants see, and the hostd VMs behind them.
+"""Sandboxes: the rows tenants see, and the VMs behind them on hostd nodes.
 
 ```
-create    resolve alias ─► reserve Idempotency-Key ─► hostd create (VM) ─► row "running"
-          hostd fails: no row, key released · row insert fails: VM destroyed, key released
-delete    forget VM ─► destroy it ─► row deleted_at (404 from then on)
+create    resolve alias ─► reserve Idempotency-Key ─► place (room, image cached, least loaded)
+          ─► node create (VM, id chosen here) ─► row "running" naming the node
+          node fails: no row, key released · row insert fails: VM destroyed, key released
+delete    forget VM ─► destroy it on its node ─► row deleted_at (404 from then on)
 reaper    every reaper_interval_s: running rows past expires_at ─► destroy ─► "stopped";
-          running rows with no VM here ─► "stopped" (also once at start: after a restart the
-          old process's VMs died with it through PDEATHSIG)
-aclose    destroy every VM ─► their rows "stopped"
+          then reconcile every node (also once at start)
+reconcile list the node's VMs: a running row whose VM is there is adopted into ``_live`` (a
+          restarted backend finds its remote VMs again); a running row whose VM is gone ─►
+          "stopped"; a VM with no running row (an orphan) ─► destroyed. A node that does not
+          answer keeps its rows as they are (state unknown) and is tried again next pass.
+aclose    embedded node: destroy its VMs ─► their rows "stopped"; remote nodes keep theirs
 ```
 
-Invariant: a row is ``running`` only while its VM is in ``_live``. A VM enters ``_live`` before
-its row is written and leaves it before it is destroyed, so between the two a running row
-always has a VM; the one gap (the row update after a destroy fails) is closed by the reaper's
-sweep. This assumes one backend process owns the database's sandboxes: the embedded,
-single-machine deployment. Several backends sharing PostgreSQL will need an owner column.
+Invariant: a row is ``running`` only while its VM is in ``_live`` (or its node does not answer).
+A VM enters ``_live`` before its row is written and leaves it before it is destroyed, so
+between the two a running row always has a VM; the one gap (the row update after a destroy
+fails) is closed by reconciliation. Ids with a create or delete in flight are ``_busy``, and
+reconciliation leaves them alone. The embedded node's VMs die with the process (PDEATHSIG), so
+after a restart its running rows are stopped. This assumes one backend process owns the
+database's sandboxes; several backends sharing PostgreSQL will need an owner per row.
 """
 
 from __future__ import annotations
@@ -27,11 +33,13 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+from isorun_hostd.api.models import NodeInfo, NodeSandbox
 from isorun_hostd.images import ImageError
-from isorun_hostd.sandboxes import Runtime
-from isorun_hostd.sandboxes import Sandbox as VMSandbox
+from isorun_hostd.sandboxes import NoRoom, RuntimeRefused
 from isorun_hostd.vm import VMError
 from isorun_hostd.vm.errors import BootTimeout
 from sqlalchemy import and_, or_, select, update
@@ -50,6 +58,7 @@ from isorun_backend.models import (
     SandboxUpdate,
     utcnow,
 )
+from isorun_backend.nodes import Node, NodeUnavailable, place
 from isorun_backend.services import images
 from isorun_backend.services.errors import (
     Conflict,
@@ -75,41 +84,53 @@ class Running:
 
     id: str
     env: dict[str, str]
-    vm: VMSandbox
+    node: Node
 
 
 class SandboxService:
-    """Owns the map sandbox id -> hostd sandbox, and every change to a sandbox row.
+    """Owns the map sandbox id -> node, and every change to a sandbox row.
 
-    Call ``start()`` before use and ``aclose()`` at shutdown (the app's lifespan does both).
+    Call ``start()`` before use and ``aclose()`` at shutdown (the app's lifespan does both);
+    they start and close the nodes too.
     """
 
-    def __init__(self, settings: BackendSettings, db: Database, runtime: Runtime) -> None:
+    def __init__(self, settings: BackendSettings, db: Database, nodes: Sequence[Node]) -> None:
         self._settings = settings
         self._db = db
-        self._runtime = runtime
+        self._nodes = {node.name: node for node in nodes}
         self._quotas = QuotaService(settings, db)
         self._meter = Meter(settings)
-        # The VMs this process runs; the only reference to them besides hostd's own.
-        self._live: dict[str, VMSandbox] = {}
+        # The VMs this process knows to be running, by the node that runs them.
+        self._live: dict[str, Node] = {}
+        # Ids with a create or delete in flight: reconciliation must not judge them midway.
+        self._busy: set[str] = set()
+        # Nodes that did not answer the last reconciliation: their rows' state is unknown.
+        self._unreached: set[str] = set()
         self._reaper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        """Mark rows left running by an earlier process stopped; start the TTL reaper."""
+        """Start the nodes, reconcile rows with their VMs, and start the TTL reaper."""
+        for node in self._nodes.values():
+            await node.start()
         await self._quotas.forget_reservations()
-        await self._sweep_orphans()
+        await self.reconcile()
         self._reaper = asyncio.create_task(self._bg_reap(), name="isorun-sandbox-reaper")
 
     async def aclose(self) -> None:
-        """Stop the reaper and destroy every VM; their rows become ``stopped``."""
+        """Stop the reaper and close the nodes. The embedded node's VMs are destroyed and
+        their rows become ``stopped``; remote nodes keep theirs for the next start."""
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaper
-        ids = list(self._live)
-        self._live.clear()
-        await self._runtime.aclose()
-        await self._set_stopped(ids)
+        for node in self._nodes.values():
+            ids = [sandbox_id for sandbox_id, on in self._live.items() if on is node]
+            if not node.keeps_vms:
+                for sandbox_id in ids:
+                    del self._live[sandbox_id]
+            await node.aclose()
+            if not node.keeps_vms:
+                await self._set_stopped(ids)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -149,21 +170,15 @@ class SandboxService:
         idempotency_key: str | None,
         reservation: str,
     ) -> SandboxPublic:
-        try:
-            vm = await self._runtime.create(reference, vcpus=body.vcpus, mem_mib=body.memory_mib)
-        except ImageError as exc:
-            raise images.translate(exc) from exc
-        except BootTimeout as exc:
-            raise Unavailable(f"the sandbox did not boot in time: {exc}") from exc
-        except VMError as exc:
-            raise InternalError(f"the sandbox did not boot: {exc}") from exc
-        self._live[vm.id] = vm
+        node, vm = await self._create_vm(reference, body)
+        self._live[vm.id] = node
         now = utcnow()
         row = SandboxRow(
             id=vm.id,
+            node=node.name,
             tenant_id=principal.tenant_id,
             image=body.image,
-            image_ref=vm.image.pinned,
+            image_ref=vm.image_ref,
             state="running",
             vcpus=body.vcpus,
             memory_mib=body.memory_mib,
@@ -185,10 +200,68 @@ class SandboxService:
                         record.sandbox_id = vm.id
         except BaseException:
             self._live.pop(vm.id, None)
-            await asyncio.shield(self._runtime.destroy(vm))
+            self._busy.discard(vm.id)
+            await asyncio.shield(node.destroy(vm.id))
             raise
+        self._busy.discard(vm.id)
         log.info("sandbox %s created for %s from %s", vm.id, principal.tenant_id, row.image_ref)
         return _public(row, self._meter)
+
+    async def _create_vm(self, reference: str, body: SandboxCreate) -> tuple[Node, NodeSandbox]:
+        """Place and boot the VM. Its id stays ``_busy`` until the caller has written its row.
+
+        Raises:
+            ImageRejected, ImageUnavailable, Unavailable, InternalError.
+        """
+        sandbox_id = f"sb-{secrets.token_hex(6)}"
+        node = await self._place(reference, body.vcpus, body.memory_mib)
+        self._busy.add(sandbox_id)
+        try:
+            try:
+                vm = await node.create(
+                    sandbox_id, reference, vcpus=body.vcpus, mem_mib=body.memory_mib
+                )
+            except BaseException:
+                self._busy.discard(sandbox_id)
+                raise
+        except ImageError as exc:
+            raise images.translate(exc) from exc
+        except NoRoom as exc:
+            raise Unavailable(f"node {node.name}: {exc}") from exc
+        except RuntimeRefused as exc:
+            raise InternalError(f"node {node.name} refused the sandbox: {exc}") from exc
+        except BootTimeout as exc:
+            raise Unavailable(f"the sandbox did not boot in time: {exc}") from exc
+        except VMError as exc:
+            raise InternalError(f"the sandbox did not boot: {exc}") from exc
+        return node, vm
+
+    async def _place(self, reference: str, vcpus: int, mem_mib: int) -> Node:
+        """The node to create on: room first, then the image cached, then least loaded.
+
+        Raises:
+            Unavailable: no node that answers has room.
+        """
+        if len(self._nodes) == 1:
+            # Nothing to choose; the node itself refuses a create it has no room for.
+            return next(iter(self._nodes.values()))
+        nodes = list(self._nodes.values())
+        answers = await asyncio.gather(*(node.info() for node in nodes), return_exceptions=True)
+        reports: dict[str, NodeInfo] = {}
+        for node, answer in zip(nodes, answers, strict=True):
+            if isinstance(answer, NodeInfo):
+                reports[node.name] = answer
+            elif isinstance(answer, Exception):
+                log.warning("node %s left out of placement: %s", node.name, answer)
+            else:
+                raise answer
+        name = place(reports, vcpus=vcpus, mem_mib=mem_mib, image_ref=reference)
+        if name is None:
+            raise Unavailable(
+                f"no node has room for {vcpus} vCPUs and {mem_mib} MiB "
+                f"({len(reports)} of {len(nodes)} nodes answered)"
+            )
+        return self._nodes[name]
 
     async def get(self, principal: Principal, sandbox_id: str) -> SandboxPublic:
         """Raises: SandboxNotFound (also for another tenant's sandbox)."""
@@ -241,9 +314,17 @@ class SandboxService:
         """
         async with self._db.session() as session:
             await _row(session, principal, sandbox_id)
-        vm = self._live.pop(sandbox_id, None)
-        if vm is not None:
-            await self._runtime.destroy(vm)
+        node = self._live.pop(sandbox_id, None)
+        if node is not None:
+            self._busy.add(sandbox_id)
+            try:
+                await node.destroy(sandbox_id)
+            except BaseException:
+                # Its node did not answer: the VM may well be there still, and so is the row.
+                self._live[sandbox_id] = node
+                raise
+            finally:
+                self._busy.discard(sandbox_id)
         async with self._db.session() as session, session.begin():
             row = await _row(session, principal, sandbox_id)
             row.deleted_at = utcnow()
@@ -271,14 +352,16 @@ class SandboxService:
         """The tenant's sandbox and its VM, for exec, processes and files.
 
         Raises:
-            SandboxNotFound, SandboxNotRunning.
+            SandboxNotFound, SandboxNotRunning, Unavailable (its node does not answer).
         """
         async with self._db.session() as session:
             row = await _row(session, principal, sandbox_id)
-        vm = self._live.get(sandbox_id)
-        if row.state != "running" or vm is None:
+        node = self._live.get(sandbox_id)
+        if row.state == "running" and node is None and row.node in self._unreached:
+            raise Unavailable(f"node {row.node} of sandbox {sandbox_id} does not answer")
+        if row.state != "running" or node is None:
             raise SandboxNotRunning(sandbox_id, "stopped" if row.state == "running" else row.state)
-        return Running(sandbox_id, row.env, vm)
+        return Running(sandbox_id, row.env, node)
 
     def lost(self, sandbox_id: str, exc: Exception) -> ServiceError:
         """The error for an agent channel that broke while in use: the sandbox was stopped
@@ -349,23 +432,79 @@ class SandboxService:
                     )
                 )
             )
+        stopped = []
         for sandbox_id in expired:
-            vm = self._live.pop(sandbox_id, None)
-            if vm is not None:
+            if sandbox_id in self._busy:
+                continue
+            node = self._live.pop(sandbox_id, None)
+            if node is not None:
                 log.info("sandbox %s expired; destroying it", sandbox_id)
-                await self._runtime.destroy(vm)
-        await self._set_stopped(expired)
-        await self._sweep_orphans()
+                try:
+                    await node.destroy(sandbox_id)
+                except NodeUnavailable as exc:
+                    self._live[sandbox_id] = node
+                    log.warning("sandbox %s expired, but %s; retrying", sandbox_id, exc)
+                    continue
+            stopped.append(sandbox_id)
+        await self._set_stopped(stopped)
+        await self.reconcile()
 
-    async def _sweep_orphans(self) -> None:
+    async def reconcile(self) -> None:
+        """Make rows and VMs agree on every node (see the module docstring)."""
         async with self._db.session() as session:
-            running = set(
-                await session.scalars(select(SandboxRow.id).where(SandboxRow.state == "running"))
+            rows = (
+                await session.execute(
+                    select(SandboxRow.id, SandboxRow.node).where(SandboxRow.state == "running")
+                )
+            ).all()
+        by_node: dict[str, set[str]] = {}
+        for sandbox_id, node_name in rows:
+            by_node.setdefault(node_name, set()).add(sandbox_id)
+        unknown = sorted(
+            sandbox_id
+            for name, ids in by_node.items()
+            if name not in self._nodes
+            for sandbox_id in ids
+        )
+        if unknown:
+            log.warning("sandboxes %s ran on nodes no longer configured; stopped", unknown)
+            await self._set_stopped(unknown)
+        for node in self._nodes.values():
+            await self._reconcile_node(node, by_node.get(node.name, set()))
+
+    async def _reconcile_node(self, node: Node, running_rows: set[str]) -> None:
+        # Only ids live before the listing count as gone when missing from it: a create that
+        # finishes while the listing is in flight is live, but absent from it.
+        known = {sandbox_id for sandbox_id, on in self._live.items() if on is node}
+        try:
+            present = {vm.id for vm in await node.sandboxes()}
+        except NodeUnavailable as exc:
+            if node.name not in self._unreached:
+                log.warning("%s; its sandboxes keep their state until it answers", exc)
+            self._unreached.add(node.name)
+            return
+        if node.name in self._unreached:
+            log.info("node %s answers again", node.name)
+        self._unreached.discard(node.name)
+        for sandbox_id in sorted(running_rows & present):
+            if sandbox_id not in self._live and sandbox_id not in self._busy:
+                log.info("sandbox %s found running on node %s", sandbox_id, node.name)
+                self._live[sandbox_id] = node
+        gone = sorted(
+            sandbox_id
+            for sandbox_id in running_rows - present - self._busy
+            if sandbox_id in known or sandbox_id not in self._live
+        )
+        for sandbox_id in gone:
+            self._live.pop(sandbox_id, None)
+        if gone:
+            log.warning("sandboxes %s have no VM on node %s; stopped", gone, node.name)
+            await self._set_stopped(gone)
+        for sandbox_id in sorted(present - self._live.keys() - self._busy):
+            log.warning(
+                "VM %s on node %s has no running sandbox; destroying it", sandbox_id, node.name
             )
-        orphans = sorted(running - self._live.keys())
-        if orphans:
-            log.warning("sandboxes %s have no VM in this process; marking them stopped", orphans)
-            await self._set_stopped(orphans)
+            await node.destroy(sandbox_id)
 
     async def _set_stopped(self, ids: list[str]) -> None:
         if not ids:

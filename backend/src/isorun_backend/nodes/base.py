@@ -1,0 +1,123 @@
+"""The node interface: everything the services do with a hostd, embedded or remote.
+
+A node raises hostd's own errors (ImageError, VMError, NoRoom, AgentError, ChannelError), so
+that the services translate them in one place whichever node ran the sandbox; a remote node
+rebuilds them from the node API's problem bodies. A sandbox the node does not have is a
+ChannelClosed, as a VM that died under a channel would be. A node that cannot be reached (or
+refuses our token) is NodeUnavailable.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import Protocol
+
+from isorun_hostd.agent_channel import ExecEnd, FileStat, Output
+from isorun_hostd.agent_channel.protocol import ProcessList
+from isorun_hostd.api.models import NodeInfo, NodeSandbox
+from isorun_hostd.sandboxes import ExecOptions
+
+from isorun_backend.services.errors import Unavailable
+
+
+class NodeUnavailable(Unavailable):
+    """The node did not answer, or refused this backend's node token."""
+
+    def __init__(self, node: str, detail: str) -> None:
+        super().__init__(f"node {node}: {detail}")
+        self.node = node
+
+
+class NodeProcess(Protocol):
+    """A process started on a node: its pid, its output until it ends, then how it ended."""
+
+    pid: int
+
+    def output(self) -> AsyncIterator[Output]: ...
+
+    async def wait(self) -> ExecEnd: ...
+
+    async def detach(self) -> None:
+        """Stop following it; it keeps running in the guest."""
+
+
+class Node(ABC):
+    """One hostd. ``start`` before use, ``aclose`` at shutdown.
+
+    ``keeps_vms`` says whether its VMs outlive this backend process (a remote node), or die
+    with it (the embedded runtime destroys them at ``aclose``).
+    """
+
+    name: str
+    keeps_vms: bool
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Get ready to serve; a remote node that is down now is not an error here."""
+
+    @abstractmethod
+    async def aclose(self) -> None: ...
+
+    @abstractmethod
+    async def info(self) -> NodeInfo: ...
+
+    @abstractmethod
+    async def create(
+        self, sandbox_id: str, image_ref: str, *, vcpus: int, mem_mib: int
+    ) -> NodeSandbox: ...
+
+    @abstractmethod
+    async def destroy(self, sandbox_id: str) -> None:
+        """Destroy the sandbox's VM; one that is gone already is not an error."""
+
+    @abstractmethod
+    async def sandboxes(self) -> list[NodeSandbox]: ...
+
+    @abstractmethod
+    async def exec(
+        self,
+        sandbox_id: str,
+        command: list[str] | str,
+        options: ExecOptions,
+        stdin: bytes | None = None,
+    ) -> NodeProcess:
+        """Start a process; ``stdin`` (at most one credit window) is written whole, then
+        closed, before this returns."""
+
+    @abstractmethod
+    async def processes(self, sandbox_id: str) -> ProcessList: ...
+
+    @abstractmethod
+    async def signal(self, sandbox_id: str, pid: int, signum: int) -> None: ...
+
+    @abstractmethod
+    async def read_file(
+        self, sandbox_id: str, path: str
+    ) -> tuple[FileStat, AsyncIterator[bytes]]: ...
+
+    @abstractmethod
+    async def write_file(
+        self,
+        sandbox_id: str,
+        path: str,
+        content: AsyncIterable[bytes],
+        *,
+        mode: int,
+        parents: bool,
+    ) -> int: ...
+
+    @abstractmethod
+    async def list_dir(self, sandbox_id: str, path: str) -> list[FileStat]: ...
+
+    @abstractmethod
+    async def stat(self, sandbox_id: str, path: str) -> FileStat: ...
+
+    @abstractmethod
+    async def mkdir(self, sandbox_id: str, path: str, parents: bool) -> None: ...
+
+    @abstractmethod
+    async def rename(self, sandbox_id: str, src: str, dst: str) -> None: ...
+
+    @abstractmethod
+    async def remove(self, sandbox_id: str, path: str, recursive: bool) -> None: ...

@@ -1,0 +1,144 @@
+"""The embedded node: hostd's Runtime in this process (the single-machine default).
+
+Its VMs are this process's children and die with it (PDEATHSIG); ``aclose`` destroys them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterable, AsyncIterator
+
+from isorun_hostd.agent_channel import AgentError, ChannelClosed, ExecEnd, FileStat, Output, Process
+from isorun_hostd.agent_channel.protocol import Empty, ProcessList
+from isorun_hostd.api.models import NodeInfo, NodeSandbox
+from isorun_hostd.sandboxes import ExecOptions, Runtime, Sandbox
+
+from isorun_backend.nodes.base import Node, NodeProcess
+
+EMBEDDED = "embedded"
+
+
+class EmbeddedNode(Node):
+    keeps_vms = False
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.name = EMBEDDED
+        self.runtime = runtime
+
+    async def start(self) -> None:
+        await self.runtime.start()
+
+    async def aclose(self) -> None:
+        await self.runtime.aclose()
+
+    async def info(self) -> NodeInfo:
+        room = self.runtime.capacity()
+        images = await asyncio.to_thread(self.runtime.cached_images)
+        return NodeInfo(
+            accelerator=self.runtime.caps.accel,
+            vcpus_total=room.vcpus_total,
+            vcpus_allocated=room.vcpus_allocated,
+            memory_mib_total=room.memory_mib_total,
+            memory_mib_allocated=room.memory_mib_allocated,
+            images=sorted(images),
+        )
+
+    async def create(
+        self, sandbox_id: str, image_ref: str, *, vcpus: int, mem_mib: int
+    ) -> NodeSandbox:
+        sandbox = await self.runtime.create(
+            image_ref, vcpus=vcpus, mem_mib=mem_mib, sandbox_id=sandbox_id
+        )
+        return _public(sandbox)
+
+    async def destroy(self, sandbox_id: str) -> None:
+        sandbox = self.runtime.get(sandbox_id)
+        if sandbox is not None:
+            await self.runtime.destroy(sandbox)
+
+    async def sandboxes(self) -> list[NodeSandbox]:
+        return [_public(sandbox) for sandbox in self.runtime.sandboxes]
+
+    async def exec(
+        self,
+        sandbox_id: str,
+        command: list[str] | str,
+        options: ExecOptions,
+        stdin: bytes | None = None,
+    ) -> NodeProcess:
+        process = await self._sandbox(sandbox_id).exec(command, **options)
+        if stdin is not None:
+            try:
+                # Within one credit window, so neither call waits on the process reading.
+                await process.write_stdin(stdin)
+                await process.close_stdin()
+            except AgentError:
+                process.detach()
+                raise
+        return _EmbeddedProcess(process)
+
+    async def processes(self, sandbox_id: str) -> ProcessList:
+        return await self._sandbox(sandbox_id).channel.call("ps", ProcessList)
+
+    async def signal(self, sandbox_id: str, pid: int, signum: int) -> None:
+        await self._sandbox(sandbox_id).channel.call("signal", Empty, pid=pid, signal=signum)
+
+    async def read_file(self, sandbox_id: str, path: str) -> tuple[FileStat, AsyncIterator[bytes]]:
+        return await self._sandbox(sandbox_id).channel.read_file(path)
+
+    async def write_file(
+        self,
+        sandbox_id: str,
+        path: str,
+        content: AsyncIterable[bytes],
+        *,
+        mode: int,
+        parents: bool,
+    ) -> int:
+        channel = self._sandbox(sandbox_id).channel
+        return await channel.write_file(path, content, mode=mode, parents=parents)
+
+    async def list_dir(self, sandbox_id: str, path: str) -> list[FileStat]:
+        return await self._sandbox(sandbox_id).channel.list_dir(path)
+
+    async def stat(self, sandbox_id: str, path: str) -> FileStat:
+        return await self._sandbox(sandbox_id).channel.call("stat", FileStat, path=path)
+
+    async def mkdir(self, sandbox_id: str, path: str, parents: bool) -> None:
+        channel = self._sandbox(sandbox_id).channel
+        await channel.call("mkdir", Empty, path=path, parents=parents)
+
+    async def rename(self, sandbox_id: str, src: str, dst: str) -> None:
+        await self._sandbox(sandbox_id).channel.call("rename", Empty, src=src, dst=dst)
+
+    async def remove(self, sandbox_id: str, path: str, recursive: bool) -> None:
+        channel = self._sandbox(sandbox_id).channel
+        await channel.call("remove", Empty, path=path, recursive=recursive)
+
+    def _sandbox(self, sandbox_id: str) -> Sandbox:
+        sandbox = self.runtime.get(sandbox_id)
+        if sandbox is None:
+            raise ChannelClosed(f"sandbox {sandbox_id} is gone from this node")
+        return sandbox
+
+
+class _EmbeddedProcess:
+    def __init__(self, process: Process) -> None:
+        self._process = process
+        self.pid = process.pid
+
+    def output(self) -> AsyncIterator[Output]:
+        return self._process.output()
+
+    async def wait(self) -> ExecEnd:
+        return await self._process.wait()
+
+    async def detach(self) -> None:
+        self._process.detach()
+
+
+def _public(sandbox: Sandbox) -> NodeSandbox:
+    spec = sandbox.vm.spec
+    return NodeSandbox(
+        id=sandbox.id, image_ref=sandbox.image.pinned, vcpus=spec.vcpus, mem_mib=spec.mem_mib
+    )

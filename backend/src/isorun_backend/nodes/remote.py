@@ -1,0 +1,302 @@
+"""A remote node: a hostd serving the node API (spec/node.md) over HTTP, with a node token.
+
+Contents stream both ways (a file read is handed on chunk by chunk, a write's body is sent as
+it arrives, exec events are parsed line by line); nothing is held whole. The node's problem
+bodies become the hostd errors they stand for (see nodes.base); a request that cannot reach the
+node is NodeUnavailable, and a stream that breaks midway is ChannelClosed.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from typing import Any
+
+import httpx
+from isorun_hostd.agent_channel import AgentError, Channel, ChannelClosed, ExecEnd, FileStat, Output
+from isorun_hostd.agent_channel.protocol import ProcessList
+from isorun_hostd.api.models import (
+    STAT_HEADER,
+    NodeExecCreate,
+    NodeInfo,
+    NodeProblem,
+    NodeSandbox,
+    NodeSandboxCreate,
+    NodeSandboxList,
+    NodeWritten,
+)
+from isorun_hostd.images import errors as image_errors
+from isorun_hostd.sandboxes import DuplicateSandbox, ExecOptions, NoRoom
+from isorun_hostd.vm import VMError
+from isorun_hostd.vm.errors import BootTimeout
+
+from isorun_backend.nodes.base import Node, NodeProcess, NodeUnavailable
+from isorun_backend.services.errors import InternalError
+
+API = "/node/v1"
+# Creates pull and boot, and streams last as long as their process or file: no read timeout.
+TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+LONG = httpx.Timeout(None, connect=5.0)
+_CHANNELS = {"stdout": Channel.STDOUT, "stderr": Channel.STDERR}
+
+
+class RemoteNode(Node):
+    keeps_vms = True
+
+    def __init__(self, name: str, url: str, token: str) -> None:
+        self.name = name
+        self._client = httpx.AsyncClient(
+            base_url=url.rstrip("/") + API,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=TIMEOUT,
+            trust_env=False,
+        )
+
+    async def start(self) -> None:
+        """Nothing to do: a node that is down now is found out, and retried, by reconciling."""
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def info(self) -> NodeInfo:
+        return NodeInfo.model_validate(await self._json("GET", "/info"))
+
+    async def create(
+        self, sandbox_id: str, image_ref: str, *, vcpus: int, mem_mib: int
+    ) -> NodeSandbox:
+        body = NodeSandboxCreate(id=sandbox_id, image_ref=image_ref, vcpus=vcpus, mem_mib=mem_mib)
+        answer = await self._json("POST", "/sandboxes", json=body.model_dump(), timeout=LONG)
+        return NodeSandbox.model_validate(answer)
+
+    async def destroy(self, sandbox_id: str) -> None:
+        response = await self._request("DELETE", f"/sandboxes/{sandbox_id}", timeout=LONG)
+        if response.status_code not in (204, 404):
+            raise self._error(response)
+
+    async def sandboxes(self) -> list[NodeSandbox]:
+        return NodeSandboxList.model_validate(await self._json("GET", "/sandboxes")).data
+
+    async def exec(
+        self,
+        sandbox_id: str,
+        command: list[str] | str,
+        options: ExecOptions,
+        stdin: bytes | None = None,
+    ) -> NodeProcess:
+        body = NodeExecCreate(
+            command=command,
+            env=options.get("env") or {},
+            cwd=options.get("cwd"),
+            user=options.get("user"),
+            timeout_s=options.get("timeout_s", 0),
+            stdin=base64.b64encode(stdin).decode() if stdin is not None else None,
+        )
+        response = await self._open(
+            "POST", f"/sandboxes/{sandbox_id}/exec", json=body.model_dump(exclude_none=True)
+        )
+        lines = response.aiter_lines()
+        try:
+            start = json.loads(await anext(lines))
+            if start.get("type") != "start":
+                raise self._problem(NodeProblem.model_validate(start))
+        except (httpx.HTTPError, StopAsyncIteration, ValueError) as exc:
+            await response.aclose()
+            raise ChannelClosed(f"node {self.name}: the exec stream broke: {exc!r}") from exc
+        except BaseException:
+            await response.aclose()
+            raise
+        return _RemoteProcess(self, response, lines, int(start["pid"]))
+
+    async def processes(self, sandbox_id: str) -> ProcessList:
+        return ProcessList.model_validate(
+            await self._json("GET", f"/sandboxes/{sandbox_id}/processes"), strict=False
+        )
+
+    async def signal(self, sandbox_id: str, pid: int, signum: int) -> None:
+        path = f"/sandboxes/{sandbox_id}/processes/{pid}/signal"
+        await self._json("POST", path, json={"signal": signum})
+
+    async def read_file(self, sandbox_id: str, path: str) -> tuple[FileStat, AsyncIterator[bytes]]:
+        response = await self._open(
+            "GET", f"/sandboxes/{sandbox_id}/files/content", params={"path": path}
+        )
+        try:
+            stat = FileStat.model_validate_json(response.headers[STAT_HEADER])
+        except BaseException:
+            await response.aclose()
+            raise
+        return stat, self._body(response)
+
+    async def _body(self, response: httpx.Response) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in response.aiter_bytes():
+                yield chunk
+        except httpx.HTTPError as exc:
+            raise ChannelClosed(f"node {self.name}: the transfer broke: {exc!r}") from exc
+        finally:
+            await response.aclose()
+
+    async def write_file(
+        self,
+        sandbox_id: str,
+        path: str,
+        content: AsyncIterable[bytes],
+        *,
+        mode: int,
+        parents: bool,
+    ) -> int:
+        answer = await self._json(
+            "PUT",
+            f"/sandboxes/{sandbox_id}/files/content",
+            params={"path": path, "mode": mode, "parents": parents},
+            content=content,
+            timeout=LONG,
+        )
+        return NodeWritten.model_validate(answer).bytes
+
+    async def list_dir(self, sandbox_id: str, path: str) -> list[FileStat]:
+        entries = await self._json("GET", f"/sandboxes/{sandbox_id}/files", params={"path": path})
+        return [FileStat.model_validate(entry, strict=False) for entry in entries]
+
+    async def stat(self, sandbox_id: str, path: str) -> FileStat:
+        answer = await self._json(
+            "GET", f"/sandboxes/{sandbox_id}/files/stat", params={"path": path}
+        )
+        return FileStat.model_validate(answer, strict=False)
+
+    async def mkdir(self, sandbox_id: str, path: str, parents: bool) -> None:
+        body = {"path": path, "parents": parents}
+        await self._json("POST", f"/sandboxes/{sandbox_id}/files/mkdir", json=body)
+
+    async def rename(self, sandbox_id: str, src: str, dst: str) -> None:
+        body = {"src": src, "dst": dst}
+        await self._json("POST", f"/sandboxes/{sandbox_id}/files/rename", json=body)
+
+    async def remove(self, sandbox_id: str, path: str, recursive: bool) -> None:
+        params = {"path": path, "recursive": recursive}
+        await self._json("DELETE", f"/sandboxes/{sandbox_id}/files", params=params)
+
+    # -- transport ------------------------------------------------------------------------------
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return await self._client.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise NodeUnavailable(self.name, f"unreachable: {exc!r}") from exc
+
+    async def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        """The JSON answer (None for a 204). Raises the error a problem answer stands for."""
+        response = await self._request(method, path, **kwargs)
+        if not response.is_success:
+            raise self._error(response)
+        return response.json() if response.status_code != 204 else None
+
+    async def _open(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """A streamed 200 answer, whose body the caller reads and closes."""
+        request = self._client.build_request(method, path, timeout=LONG, **kwargs)
+        try:
+            response = await self._client.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise NodeUnavailable(self.name, f"unreachable: {exc!r}") from exc
+        if response.status_code != 200:
+            try:
+                await response.aread()
+            except httpx.HTTPError as exc:
+                raise NodeUnavailable(self.name, f"broke off: {exc!r}") from exc
+            finally:
+                await response.aclose()
+            raise self._error(response)
+        return response
+
+    def _error(self, response: httpx.Response) -> Exception:
+        try:
+            body = NodeProblem.model_validate_json(response.content)
+        except ValueError:
+            return InternalError(f"node {self.name} answered {response.status_code}")
+        if response.status_code == 401:
+            return NodeUnavailable(self.name, "refused this backend's node token")
+        return self._problem(body)
+
+    def _problem(self, body: NodeProblem) -> Exception:
+        """The hostd exception ``body`` stands for (see hostd's api/errors.py)."""
+        build = _PROBLEMS.get(body.code)
+        if build is None:
+            return InternalError(f"node {self.name}: {body.code}: {body.detail}")
+        return build(self.name, body)
+
+
+class _RemoteProcess:
+    def __init__(
+        self, node: RemoteNode, response: httpx.Response, lines: AsyncIterator[str], pid: int
+    ) -> None:
+        self._node = node
+        self._response = response
+        self._lines = lines
+        self.pid = pid
+        self._end: ExecEnd | None = None
+
+    async def output(self) -> AsyncIterator[Output]:
+        if self._end is not None:
+            return
+        try:
+            async for line in self._lines:
+                event = json.loads(line)
+                kind = event.get("type")
+                if kind in _CHANNELS:
+                    yield Output(_CHANNELS[kind], base64.b64decode(event["data"]))
+                elif kind == "exit":
+                    self._end = ExecEnd.model_validate(event, strict=False)
+                    return
+                else:
+                    raise self._node._problem(NodeProblem.model_validate(event))
+            raise ChannelClosed(f"node {self._node.name}: the exec stream ended early")
+        except (httpx.HTTPError, ValueError, KeyError) as exc:
+            raise ChannelClosed(f"node {self._node.name}: the exec stream broke: {exc!r}") from exc
+        finally:
+            await self._response.aclose()
+
+    async def wait(self) -> ExecEnd:
+        async for _ in self.output():
+            pass
+        assert self._end is not None
+        return self._end
+
+    async def detach(self) -> None:
+        # Closing the connection detaches the process on the node (its stream's reader left).
+        await self._response.aclose()
+
+
+def _channel_closed(node: str, body: NodeProblem) -> Exception:
+    return ChannelClosed(f"node {node}: {body.detail}")
+
+
+def _vm_error(_node: str, body: NodeProblem) -> Exception:
+    return BootTimeout(body.detail) if body.error == "BootTimeout" else VMError(body.detail)
+
+
+def _agent_error(_node: str, body: NodeProblem) -> Exception:
+    return AgentError(body.op or "?", body.agent_code or "?", body.detail)
+
+
+def _image_error(_node: str, body: NodeProblem) -> image_errors.ImageError:
+    """The ImageError subclass the node named, carrying the node's message."""
+    cls = getattr(image_errors, body.error, None)
+    if not (isinstance(cls, type) and issubclass(cls, image_errors.ImageError)):
+        cls = image_errors.ImageError
+    # Built without its __init__, whose message pattern needs fields the wire does not carry.
+    error = cls.__new__(cls)
+    Exception.__init__(error, body.detail)
+    error.reference = body.reference or ""
+    return error
+
+
+_PROBLEMS: dict[str, Callable[[str, NodeProblem], Exception]] = {
+    "image": _image_error,
+    "agent": _agent_error,
+    "channel": _channel_closed,
+    "sandbox_not_found": _channel_closed,
+    "vm": _vm_error,
+    "no_room": lambda _node, body: NoRoom(body.detail),
+    "sandbox_exists": lambda _node, body: DuplicateSandbox(body.detail),
+}
