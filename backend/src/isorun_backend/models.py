@@ -7,7 +7,7 @@ tenants 1─* idempotency_keys  (tenant, key) -> the sandbox a POST /v1/sandboxe
 tenants 1─* quota_reservations  a create between its quota check and its sandbox row
 ```
 
-Sandbox states: ``running`` (a VM in this process) -> ``stopped`` (TTL, shutdown, restart) or
+Sandbox states: ``running`` (a VM on its node) -> ``stopped`` (TTL, shutdown, restart) or
 ``failed``; a DELETE sets ``deleted_at`` and the row answers 404 from then on. Wire models follow
 spec/api.md section by section; each resource has Create, Update and Public shapes.
 
