@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,9 @@ from tests.framework.registry import Registry
 PROBLEM = "application/problem+json"
 PYTHON_IMAGE = "python:3.11-bookworm"
 BUSYBOX_IMAGE = "busybox:1.0"
+
+NewDatabase = Callable[[], str]
+"""Makes an empty database on the session's engine and returns its URL (conftest: new_database)."""
 
 # Modules where the database matters run on both engines (conftest.py: `engine`).
 BOTH_ENGINES = pytest.mark.engines("sqlite", "postgresql")

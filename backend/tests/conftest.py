@@ -25,14 +25,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import pytest_asyncio
 import uvicorn
-from api_support import make_settings
+from api_support import NewDatabase, make_settings
 from fastapi import FastAPI
 from isorun_backend.core.config import BackendSettings
 from isorun_backend.main import create_app
@@ -70,9 +70,6 @@ def postgres() -> Iterator[PostgresCluster]:
         pytest.skip("PostgreSQL is not installed (scripts/setup.sh installs it)")
     with postgres_cluster(bindir) as cluster:
         yield cluster
-
-
-NewDatabase = Callable[[], str]
 
 
 @pytest.fixture(scope="session")

@@ -16,8 +16,7 @@ import pytest
 import pytest_asyncio
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from api_support import BOTH_ENGINES, assert_problem, auth, make_settings
-from conftest import NewDatabase
+from api_support import BOTH_ENGINES, NewDatabase, assert_problem, auth, make_settings
 from isorun_backend.core.config import BackendSettings
 from isorun_backend.core.security import Principal
 from isorun_backend.main import create_app

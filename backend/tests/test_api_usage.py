@@ -8,8 +8,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 import pytest_asyncio
-from api_support import BOTH_ENGINES, assert_problem, auth
-from conftest import NewDatabase
+from api_support import BOTH_ENGINES, NewDatabase, assert_problem, auth
 from isorun_backend.core.config import BackendSettings
 from isorun_backend.core.security import Principal
 from isorun_backend.models import SandboxRow
