@@ -7,6 +7,7 @@ One `up` serves the module; the SIGTERM test stops it and so runs last (file ord
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from isorun import AuthenticationError, Sandbox
+from isorun import AuthenticationError, Sandbox, SandboxStateError
 from isorun_backend.local_images.registry import free_port
 
 pytestmark = pytest.mark.vm
@@ -72,11 +73,13 @@ def _processes_mentioning(text: str) -> list[str]:
     return found
 
 
-@pytest.fixture(scope="module")
-def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
-    data_dir = tmp_path_factory.mktemp("isorun-up")
+@contextlib.contextmanager
+def _start_up(data_dir: Path, *, key: str | None = None) -> Iterator[Up]:
+    """`isorun up --local-images` on ``data_dir``; ``key`` for a data dir that has one already
+    (only the first start of a data dir prints a key)."""
     port = free_port()
     stdout, stderr = data_dir / "up.out", data_dir / "up.err"
+    ready = "ISORUN_API_URL=" if key else "ISORUN_API_KEY="
     env = {**os.environ, "ISORUN_HOSTD_RUN_DIR": str(data_dir / "run")}
     with open(stdout, "wb") as out, open(stderr, "wb") as err:
         process = subprocess.Popen(
@@ -87,16 +90,24 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
         )
     try:
         deadline = time.monotonic() + READY_TIMEOUT_S
-        while "ISORUN_API_KEY=" not in stdout.read_text():
+        while ready not in stdout.read_text():
             assert process.poll() is None, f"isorun up exited: {stderr.read_text()}"
             assert time.monotonic() < deadline, f"isorun up not ready: {stderr.read_text()}"
             time.sleep(0.2)
         printed = dict(line.split("=", 1) for line in stdout.read_text().splitlines())
-        yield Up(process, data_dir, printed["ISORUN_API_URL"], printed["ISORUN_API_KEY"], stderr)
+        yield Up(
+            process, data_dir, printed["ISORUN_API_URL"], key or printed["ISORUN_API_KEY"], stderr
+        )
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
             process.wait(STOP_TIMEOUT_S)
+
+
+@pytest.fixture(scope="module")
+def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
+    with _start_up(tmp_path_factory.mktemp("isorun-up")) as running:
+        yield running
 
 
 def _list_works(up: Up, key: str) -> bool:
@@ -168,3 +179,33 @@ def test_sigterm_stops_up_with_nothing_left(up: Up) -> None:
     assert up.stop() == 0, up.stderr.read_text()
     assert not Path(f"/proc/{registry_pid.group(1)}").exists()
     assert _processes_mentioning(str(up.data_dir)) == []
+
+
+def test_sigkill_then_restart_leaves_nothing_orphaned(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A killed `up` takes its VMs and registry along; the next `up` on the same data dir
+    shows the sandbox stopped, refuses exec on it, and has no orphan of the old one."""
+    data_dir = tmp_path_factory.mktemp("isorun-killed")
+    with _start_up(data_dir) as first:
+        sandbox = Sandbox("python", api_url=first.url, api_key=first.key)
+        sandbox.close()
+        assert _processes_mentioning(str(data_dir))
+        first.process.kill()
+        first.process.wait(STOP_TIMEOUT_S)
+        deadline = time.monotonic() + 10
+        while _processes_mentioning(str(data_dir)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _processes_mentioning(str(data_dir)) == []
+    with _start_up(data_dir, key=first.key) as second:
+        listing = {
+            info.id: info.state for info in Sandbox.list(api_url=second.url, api_key=first.key)
+        }
+        assert listing[sandbox.id] == "stopped"
+        again = Sandbox.connect(sandbox.id, api_url=second.url, api_key=first.key)
+        with pytest.raises(SandboxStateError):
+            again.exec("true")
+        again.close()
+        assert not list((data_dir / "run").iterdir())
+        assert second.stop() == 0
+    assert _processes_mentioning(str(data_dir)) == []

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from isorun_hostd.vm.process import die_with_parent
 
 REGISTRY_BIN = "docker-registry"
 READY_TIMEOUT_S = 15.0
@@ -102,6 +103,8 @@ def registry_process(
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT,
+            # A SIGKILLed `isorun up` cannot stop it by PID; the kernel does.
+            preexec_fn=die_with_parent,  # noqa: PLW1509 (one prctl call, takes no lock)
         )
     try:
         url = f"http://127.0.0.1:{port}"
