@@ -167,6 +167,32 @@ def test_spawn_example(up: Up) -> None:
     assert (result.returncode, result.stdout) == (0, "4294967296\n"), result.stderr
 
 
+LANDING_SPAWN = """\
+from isorun import Sandbox
+sb = await Sandbox.create()
+r = await sb.run("python", "-c", "'2**32'")
+await sb.destroy()
+print("spawn exit", r.exit_code, r.ok)
+"""
+
+
+def test_landing_page_spawn_verbatim_in_an_async_repl(up: Up) -> None:
+    """The landing page's three lines use top-level await: run them as written in Python's
+    asyncio REPL, which allows it."""
+    result = subprocess.run(
+        [sys.executable, "-m", "asyncio"],
+        input=LANDING_SPAWN,
+        env=up.env(),
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT_S,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert "spawn exit 0 True" in output, output
+    assert "Traceback" not in output, output
+
+
 def test_sigterm_stops_up_with_nothing_left(up: Up) -> None:
     # A sandbox still running when the signal arrives must be destroyed by the shutdown.
     sandbox = Sandbox("python", api_url=up.url, api_key=up.key)
