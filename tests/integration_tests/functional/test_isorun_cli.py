@@ -7,56 +7,23 @@ One `up` serves the module; the SIGTERM test stops it and so runs last (file ord
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 from isorun import AuthenticationError, Sandbox, SandboxStateError
-from isorun_backend.local_images.registry import free_port
+
+from tests.framework.isorun_up import CLI, COMMAND_TIMEOUT_S, STOP_TIMEOUT_S, Up, start_up
 
 pytestmark = pytest.mark.vm
 
 REPO = Path(__file__).resolve().parents[3]
-READY_TIMEOUT_S = 240.0
-COMMAND_TIMEOUT_S = 180.0
-STOP_TIMEOUT_S = 60.0
-CLI = (sys.executable, "-m", "isorun.cli")
-
-
-@dataclass
-class Up:
-    process: subprocess.Popen[bytes]
-    data_dir: Path
-    url: str
-    key: str
-    stderr: Path
-
-    def env(self, key: str | None = None) -> dict[str, str]:
-        return {**os.environ, "ISORUN_API_URL": self.url, "ISORUN_API_KEY": key or self.key}
-
-    def cli(self, *args: str, key: str | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*CLI, *args],
-            env=self.env(key),
-            capture_output=True,
-            text=True,
-            timeout=COMMAND_TIMEOUT_S,
-            check=False,
-        )
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(STOP_TIMEOUT_S)
 
 
 def _processes_mentioning(text: str) -> list[str]:
@@ -73,40 +40,9 @@ def _processes_mentioning(text: str) -> list[str]:
     return found
 
 
-@contextlib.contextmanager
-def _start_up(data_dir: Path, *, key: str | None = None) -> Iterator[Up]:
-    """`isorun up --local-images` on ``data_dir``; ``key`` for a data dir that has one already
-    (only the first start of a data dir prints a key)."""
-    port = free_port()
-    stdout, stderr = data_dir / "up.out", data_dir / "up.err"
-    ready = "ISORUN_API_URL=" if key else "ISORUN_API_KEY="
-    env = {**os.environ, "ISORUN_HOSTD_RUN_DIR": str(data_dir / "run")}
-    with open(stdout, "wb") as out, open(stderr, "wb") as err:
-        process = subprocess.Popen(
-            [*CLI, "up", "--local-images", "--port", str(port), "--data-dir", str(data_dir)],
-            stdout=out,
-            stderr=err,
-            env=env,
-        )
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while ready not in stdout.read_text():
-            assert process.poll() is None, f"isorun up exited: {stderr.read_text()}"
-            assert time.monotonic() < deadline, f"isorun up not ready: {stderr.read_text()}"
-            time.sleep(0.2)
-        printed = dict(line.split("=", 1) for line in stdout.read_text().splitlines())
-        yield Up(
-            process, data_dir, printed["ISORUN_API_URL"], key or printed["ISORUN_API_KEY"], stderr
-        )
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            process.wait(STOP_TIMEOUT_S)
-
-
 @pytest.fixture(scope="module")
 def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
-    with _start_up(tmp_path_factory.mktemp("isorun-up")) as running:
+    with start_up(tmp_path_factory.mktemp("isorun-up")) as running:
         yield running
 
 
@@ -213,7 +149,7 @@ def test_sigkill_then_restart_leaves_nothing_orphaned(
     """A killed `up` takes its VMs and registry along; the next `up` on the same data dir
     shows the sandbox stopped, refuses exec on it, and has no orphan of the old one."""
     data_dir = tmp_path_factory.mktemp("isorun-killed")
-    with _start_up(data_dir) as first:
+    with start_up(data_dir) as first:
         sandbox = Sandbox("python", api_url=first.url, api_key=first.key)
         sandbox.close()
         assert _processes_mentioning(str(data_dir))
@@ -223,7 +159,7 @@ def test_sigkill_then_restart_leaves_nothing_orphaned(
         while _processes_mentioning(str(data_dir)) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert _processes_mentioning(str(data_dir)) == []
-    with _start_up(data_dir, key=first.key) as second:
+    with start_up(data_dir, key=first.key) as second:
         listing = {
             info.id: info.state for info in Sandbox.list(api_url=second.url, api_key=first.key)
         }
