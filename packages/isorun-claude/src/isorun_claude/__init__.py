@@ -1,0 +1,1 @@
+"""isorun sandboxes for Claude (Anthropic client tools, Agent SDK, Managed Agents)."""

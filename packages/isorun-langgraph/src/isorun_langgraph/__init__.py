@@ -1,0 +1,1 @@
+"""isorun sandboxes for LangGraph."""

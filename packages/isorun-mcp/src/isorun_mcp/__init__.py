@@ -1,0 +1,1 @@
+"""isorun sandboxes for the Model Context Protocol."""
