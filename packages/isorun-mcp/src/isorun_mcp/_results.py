@@ -1,0 +1,152 @@
+"""The tools' results: pydantic models, so that MCP clients get `structuredContent`.
+
+FastMCP turns a returned model into an `outputSchema` on the tool and a JSON `structuredContent`
+(plus the same JSON as text, for hosts that read only text). The fields mirror the SDK's models
+(`isorun.SandboxInfo`, `ExecResult`, `FileStat`) under the names the tools take as arguments.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from isorun import ExecResult, FileStat, ProcessInfo, SandboxInfo
+from pydantic import BaseModel
+
+
+class Sandbox(BaseModel):
+    """A sandbox: `sandbox_id` is what every other tool takes."""
+
+    sandbox_id: str
+    image: str
+    image_ref: str
+    state: str
+    vcpus: int
+    memory_mib: int
+    expires_at: datetime
+
+    @classmethod
+    def of(cls, info: SandboxInfo) -> Sandbox:
+        return cls(
+            sandbox_id=info.id,
+            image=info.image,
+            image_ref=info.image_ref,
+            state=info.state,
+            vcpus=info.vcpus,
+            memory_mib=info.memory_mib,
+            expires_at=info.expires_at,
+        )
+
+
+class Exec(BaseModel):
+    """A command's outcome. A non-zero `exit_code` or `timed_out` is a result, not an error."""
+
+    exit_code: int | None
+    stdout: str
+    stderr: str
+    timed_out: bool
+    signal: int | None
+    duration_ms: int
+    truncated: bool
+
+    @classmethod
+    def of(cls, result: ExecResult) -> Exec:
+        return cls(
+            exit_code=result.exit_code,
+            stdout=result.stdout,
+            stderr=result.stderr,
+            timed_out=result.timed_out,
+            signal=result.signal,
+            duration_ms=result.duration_ms,
+            truncated=result.truncated,
+        )
+
+
+class FileContent(BaseModel):
+    """A text file's content."""
+
+    path: str
+    content: str
+    size_bytes: int
+
+
+class FileWritten(BaseModel):
+    """Where a write went and how many bytes the guest wrote."""
+
+    path: str
+    size_bytes: int
+
+
+class FileEntry(BaseModel):
+    """A file's metadata; `type` is "file", "dir", "symlink" or another kind."""
+
+    name: str
+    path: str
+    type: str
+    size_bytes: int
+    mode: int
+    mtime_ms: int
+    link_target: str | None
+
+    @classmethod
+    def of(cls, stat: FileStat) -> FileEntry:
+        return cls(
+            name=stat.name,
+            path=stat.path,
+            type=stat.type,
+            size_bytes=stat.size,
+            mode=stat.mode,
+            mtime_ms=stat.mtime_ms,
+            link_target=stat.link_target,
+        )
+
+
+class DirListing(BaseModel):
+    """The entries of one directory."""
+
+    path: str
+    entries: list[FileEntry]
+
+
+class Deleted(BaseModel):
+    """The sandbox is gone, and its id no longer works."""
+
+    sandbox_id: str
+    deleted: bool
+
+
+class SandboxList(BaseModel):
+    """The sandboxes the API key's tenant has."""
+
+    sandboxes: list[Sandbox]
+
+
+class Process(BaseModel):
+    """A process started through the API, running or finished."""
+
+    pid: int
+    argv: list[str]
+    running: bool
+    exit_code: int | None
+    signal: int | None
+
+    @classmethod
+    def of(cls, info: ProcessInfo) -> Process:
+        return cls(
+            pid=info.pid,
+            argv=info.argv,
+            running=info.running,
+            exit_code=info.exit_code,
+            signal=info.signal,
+        )
+
+
+class ProcessList(BaseModel):
+    """The processes of one sandbox."""
+
+    processes: list[Process]
+
+
+class PathDone(BaseModel):
+    """A filesystem change that has no other answer (mkdir, remove, rename): the path it left."""
+
+    path: str

@@ -1,0 +1,74 @@
+"""`build_server`: the isorun MCP server, a FastMCP (mcp 1.x) instance with one tool profile.
+
+```
+profile "core"   sandbox_create · sandbox_exec · sandbox_read_file · sandbox_write_file
+                 sandbox_list_dir · sandbox_delete
+profile "full"   core + sandbox_list · sandbox_keep_alive · sandbox_processes · sandbox_stat
+                 sandbox_mkdir · sandbox_remove · sandbox_rename
+```
+The server's lifespan runs once per MCP session: it opens the session's `isorun.AsyncClient`
+(from `client_factory`, by default configured from ISORUN_API_URL / ISORUN_API_KEY) and closes
+it when the session ends. Sandboxes are not destroyed then: they expire on their `timeout_s`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Literal
+
+from isorun import AsyncClient
+from mcp.server.fastmcp import FastMCP
+
+from isorun_mcp import _core, _full
+from isorun_mcp._sandboxes import Sandboxes
+
+Profile = Literal["core", "full"]
+
+INSTRUCTIONS = (
+    "isorun sandboxes are microVMs booted from OCI images. Call sandbox_create first and pass "
+    "its sandbox_id to the other tools; call sandbox_delete when done. A command's non-zero "
+    "exit code is a normal result of sandbox_exec, not an error."
+)
+
+
+def build_server(
+    profile: Profile = "core",
+    *,
+    client_factory: Callable[[], AsyncClient] = AsyncClient,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+) -> FastMCP[Sandboxes]:
+    """Build the isorun MCP server; run it with `.run()` (stdio) or `.run("streamable-http")`.
+
+    Args:
+        profile: "core" for the six basic tools, "full" for every tool the API supports.
+        client_factory: Makes each session's client; the default reads ISORUN_API_URL and
+            ISORUN_API_KEY from the environment.
+        host: Where the streamable-HTTP transport listens.
+        port: Its port; the endpoint is `/mcp`.
+
+    Returns:
+        The FastMCP server.
+
+    Example:
+        ```python
+        from isorun_mcp import build_server
+
+        build_server("full").run("streamable-http")
+        ```
+    """
+
+    @asynccontextmanager
+    async def lifespan(_: FastMCP[Sandboxes]) -> AsyncIterator[Sandboxes]:
+        session = Sandboxes(client_factory())
+        try:
+            yield session
+        finally:
+            await session.aclose()
+
+    server = FastMCP("isorun", instructions=INSTRUCTIONS, lifespan=lifespan, host=host, port=port)
+    _core.register(server)
+    if profile == "full":
+        _full.register(server)
+    return server
