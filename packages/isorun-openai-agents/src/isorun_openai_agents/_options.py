@@ -1,0 +1,40 @@
+"""`IsorunSandboxClientOptions`: what an isorun VM is made of, as `SandboxRunConfig.options`.
+
+The Agents SDK keeps options in a global registry keyed by `type` so that they survive a JSON
+round-trip (`BaseSandboxClientOptions.parse`); ours register under "isorun". Connection
+settings (API URL and key) are not options: options get serialized with run state, and a key
+must never be. They go to `IsorunSandboxClient` instead.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from agents.sandbox.session.sandbox_client import BaseSandboxClientOptions
+from pydantic import Field
+
+
+class IsorunSandboxClientOptions(BaseSandboxClientOptions):
+    """The VM an isorun session boots (spec/api.md "Sandboxes", create).
+
+    Attributes:
+        image: A short image name ("python") or an OCI reference.
+        vcpus: Virtual CPUs.
+        memory_mib: Guest memory.
+        timeout_s: Seconds until isorun destroys the VM unless kept alive.
+        env: Environment of every process in the VM (the manifest's environment is added per
+            command on top of it).
+        allow: Egress allowlist (hosts or CIDRs); None keeps the server's default policy.
+        deny: Egress denylist.
+        labels: Labels on the sandbox, for `isorun ls` and listing filters.
+    """
+
+    type: Literal["isorun"] = "isorun"
+    image: str = "python"
+    vcpus: int = 1
+    memory_mib: int = 1024
+    timeout_s: int = 1800
+    env: dict[str, str] = Field(default_factory=dict)
+    allow: tuple[str, ...] | None = None
+    deny: tuple[str, ...] | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
