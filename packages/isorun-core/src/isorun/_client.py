@@ -70,7 +70,7 @@ class _ClientSettings:
         self._headers = client_headers(config.api_key)
         self._state = ClientState.UNOPENED
         self._wait = wait_exponential_jitter(
-            multiplier=retry_backoff_s, max=RETRY_BACKOFF_MAX_S, jitter=retry_backoff_s
+            initial=retry_backoff_s, max=RETRY_BACKOFF_MAX_S, jitter=retry_backoff_s
         )
 
     @property
