@@ -9,7 +9,7 @@ import pytest
 from isorun import Sandbox
 from isorun.testing import FakeBackend
 
-from tests.framework.isorun_up import start_up
+from tests.framework.isorun_up import Up, start_up
 
 
 @pytest.fixture
@@ -19,9 +19,16 @@ def fake_sandbox() -> Iterator[tuple[FakeBackend, Sandbox]]:
         yield fake, sb
 
 
-@pytest.fixture(scope="module")
-def vm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    """One real VM for the module, behind `isorun up --local-images`."""
+@pytest.fixture(scope="session")
+def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
+    """`isorun up --local-images`, once for all the VM tests of this package."""
     data_dir: Path = tmp_path_factory.mktemp("isorun-claude-up")
-    with start_up(data_dir) as up, Sandbox("python", api_url=up.url, api_key=up.key) as sb:
+    with start_up(data_dir) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def vm(up: Up) -> Iterator[Sandbox]:
+    """One real VM shared by the VM tests (each works under its own directory)."""
+    with Sandbox("python", api_url=up.url, api_key=up.key) as sb:
         yield sb
