@@ -24,7 +24,8 @@ from tenacity import (
     Retrying,
     retry_if_exception,
     stop_after_attempt,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from isorun import _routes
@@ -69,9 +70,11 @@ class _ClientSettings:
         self.max_retries = max_retries
         self._headers = client_headers(config.api_key)
         self._state = ClientState.UNOPENED
-        self._wait = wait_exponential_jitter(
-            initial=retry_backoff_s, max=RETRY_BACKOFF_MAX_S, jitter=retry_backoff_s
-        )
+        # Composed rather than wait_exponential, wait_random, whose keywords differ across tenacity
+        # 9.x (deepagents' dependencies hold tenacity below 9.2).
+        self._wait = wait_exponential(
+            multiplier=retry_backoff_s, max=RETRY_BACKOFF_MAX_S
+        ) + wait_random(0, retry_backoff_s)
 
     @property
     def is_closed(self) -> bool:
