@@ -122,4 +122,5 @@ def test_tools_on_a_real_vm(vm: Sandbox) -> None:
 
 
 def test_exported_members() -> None:
-    assert isorun_langchain.__all__ == sorted(isorun_langchain.__all__) == ["IsorunToolkit"]
+    assert isorun_langchain.__all__ == sorted(isorun_langchain.__all__)
+    assert all(getattr(isorun_langchain, name) for name in isorun_langchain.__all__)
