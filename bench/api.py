@@ -34,7 +34,7 @@ from isorun_hostd.agent_channel import ExecRequest
 from isorun_hostd.config import Settings
 from isorun_hostd.sandboxes import Runtime
 
-from bench.boot import summary
+from bench.boot import print_table, summary
 
 ARGV = ["python", "-c", "print(2**32)"]
 EXPECTED = b"4294967296\n"
@@ -149,10 +149,7 @@ def main() -> int:
             figures["api_total_ms"]["p50"] - figures["hostd_total_ms"]["p50"], 2
         ),
     }
-    print(f"accelerator: {str(result['accelerator']).upper()} ({result['accelerator_reason']})")
-    print(f"{'metric':<20}{'n':>6}{'p50':>10}{'p99':>10}{'min':>10}{'max':>10}")
-    for name, s in figures.items():
-        print(f"{name:<20}{s['n']:>6}{s['p50']:>10}{s['p99']:>10}{s['min']:>10}{s['max']:>10}")
+    print_table(result, figures)
     print(f"API overhead (total p50, api - hostd): {result['api_overhead_p50_ms']} ms")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")

@@ -20,6 +20,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from isorun_hostd.agent_channel import ExecRequest
@@ -95,13 +96,14 @@ def summary(values: list[float]) -> dict[str, float]:
     }
 
 
-def print_table(result: dict[str, object]) -> None:
+def print_table(result: dict[str, object], metrics: Iterable[str]) -> None:
+    """The accelerator line, then one row of ``summary`` figures per metric of ``result``."""
     print(f"accelerator: {str(result['accelerator']).upper()} ({result['accelerator_reason']})")
-    print(f"{'metric':<16}{'n':>6}{'p50':>10}{'p99':>10}{'min':>10}{'max':>10}")
-    for key in ("boot_ms", "exec_true_ms", "rss_mib", "pss_mib"):
+    print(f"{'metric':<20}{'n':>6}{'p50':>10}{'p99':>10}{'min':>10}{'max':>10}")
+    for key in metrics:
         s = result[key]
         assert isinstance(s, dict)
-        print(f"{key:<16}{s['n']:>6}{s['p50']:>10}{s['p99']:>10}{s['min']:>10}{s['max']:>10}")
+        print(f"{key:<20}{s['n']:>6}{s['p50']:>10}{s['p99']:>10}{s['min']:>10}{s['max']:>10}")
 
 
 def main() -> int:
@@ -116,7 +118,7 @@ def main() -> int:
     ):
         settings = Settings(state_dir=Path(tmp) / "state", run_dir=Path(tmp) / "run")
         result = asyncio.run(measure(registry.ref(IMAGE), settings, args.boots, args.execs))
-    print_table(result)
+    print_table(result, ("boot_ms", "exec_true_ms", "rss_mib", "pss_mib"))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(f"written {args.json}")

@@ -22,7 +22,7 @@ from typing import Literal, TypedDict
 
 from typing_extensions import Unpack
 
-from isorun_hostd.agent_channel import AgentChannel, ExecRequest, Process
+from isorun_hostd.agent_channel import AgentChannel, AgentError, ExecRequest, Process
 from isorun_hostd.config import Settings
 from isorun_hostd.images import (
     ImageDisk,
@@ -108,6 +108,24 @@ class Sandbox:
     async def exec(self, command: list[str] | str, **options: Unpack[ExecOptions]) -> Process:
         """Start a process: an argv list, or a string for ``/bin/sh -c``."""
         return await self.channel.exec(self.exec_request(command, **options))
+
+    async def exec_with_input(
+        self, command: list[str] | str, data: bytes, **options: Unpack[ExecOptions]
+    ) -> Process:
+        """Start a process, send ``data`` to its stdin whole and close it.
+
+        Callers keep ``data`` within one credit window (256 KiB), so neither send waits on the
+        process reading it. If the agent refuses the input, the process is detached.
+        """
+        options["stdin"] = True
+        process = await self.exec(command, **options)
+        try:
+            await process.write_stdin(data)
+            await process.close_stdin()
+        except AgentError:
+            process.detach()
+            raise
+        return process
 
 
 class Runtime:

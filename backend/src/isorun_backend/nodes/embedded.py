@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterable, AsyncIterator
 
-from isorun_hostd.agent_channel import AgentError, ChannelClosed, ExecEnd, FileStat, Output, Process
+from isorun_hostd.agent_channel import ChannelClosed, ExecEnd, FileStat, Output, Process
 from isorun_hostd.agent_channel.protocol import Empty, ProcessList
 from isorun_hostd.api.models import NodeInfo, NodeSandbox
 from isorun_hostd.sandboxes import ExecOptions, Runtime, Sandbox
@@ -66,16 +66,10 @@ class EmbeddedNode(Node):
         options: ExecOptions,
         stdin: bytes | None = None,
     ) -> NodeProcess:
-        process = await self._sandbox(sandbox_id).exec(command, **options)
-        if stdin is not None:
-            try:
-                # Within one credit window, so neither call waits on the process reading.
-                await process.write_stdin(stdin)
-                await process.close_stdin()
-            except AgentError:
-                process.detach()
-                raise
-        return _EmbeddedProcess(process)
+        sandbox = self._sandbox(sandbox_id)
+        if stdin is None:
+            return _EmbeddedProcess(await sandbox.exec(command, **options))
+        return _EmbeddedProcess(await sandbox.exec_with_input(command, stdin, **options))
 
     async def processes(self, sandbox_id: str) -> ProcessList:
         return await self._sandbox(sandbox_id).channel.call("ps", ProcessList)

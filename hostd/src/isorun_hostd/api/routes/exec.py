@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter
 from fastapi.responses import StreamingResponse
 
-from isorun_hostd.agent_channel import AgentError, Channel, ChannelError, Process
+from isorun_hostd.agent_channel import Channel, ChannelError, Process
 from isorun_hostd.api.deps import SandboxDep
 from isorun_hostd.api.errors import problem
 from isorun_hostd.api.models import NDJSON, NodeExecCreate
@@ -32,23 +32,15 @@ async def run_exec(body: NodeExecCreate, sandbox: SandboxDep) -> StreamingRespon
         stdin = base64.b64decode(body.stdin, validate=True) if body.stdin is not None else None
     except binascii.Error as exc:
         raise ValueError("stdin: not base64") from exc
-    options: ExecOptions = {
-        "env": body.env,
-        "stdin": stdin is not None,
-        "timeout_s": body.timeout_s,
-    }
+    options: ExecOptions = {"env": body.env, "timeout_s": body.timeout_s}
     if body.cwd:
         options["cwd"] = body.cwd
     if body.user:
         options["user"] = body.user
-    process = await sandbox.exec(body.command, **options)
-    if stdin is not None:
-        try:
-            await process.write_stdin(stdin)
-            await process.close_stdin()
-        except AgentError:
-            process.detach()
-            raise
+    if stdin is None:
+        process = await sandbox.exec(body.command, **options)
+    else:
+        process = await sandbox.exec_with_input(body.command, stdin, **options)
     return StreamingResponse(_events(process), media_type=NDJSON)
 
 
