@@ -66,7 +66,8 @@ if ! go_ok; then
 fi
 
 log "syncing the Python workspace"
-uv sync --quiet --all-packages
+# --locked: every package's requirements must resolve together in the committed uv.lock.
+uv sync --quiet --locked --all-packages
 
 log "building the guest agent"
 make --no-print-directory -s agent
