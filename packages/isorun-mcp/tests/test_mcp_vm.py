@@ -7,11 +7,6 @@ LangChain's MultiServerMCPClient, the OpenAI Agents SDK's MCPServerStdio) runs u
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-import time
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -27,21 +22,14 @@ pytestmark = [pytest.mark.vm, pytest.mark.timeout(600)]
 
 # Booting under TCG on a shared machine: a create can take tens of seconds.
 TOOL_TIMEOUT = timedelta(seconds=240)
-SERVER_START_TIMEOUT_S = 60.0
-
-
-def command() -> str:
-    path = shutil.which("isorun-mcp")
-    assert path, "the isorun-mcp console script is not on PATH"
-    return path
 
 
 def api_env(up: Up) -> dict[str, str]:
     return {"ISORUN_API_URL": up.url, "ISORUN_API_KEY": up.key}
 
 
-async def test_stdio_session_drives_a_real_sandbox(up: Up) -> None:
-    params = StdioServerParameters(command=command(), args=["--profile", "full"], env=api_env(up))
+async def test_stdio_session_drives_a_real_sandbox(up: Up, mcp_command: str) -> None:
+    params = StdioServerParameters(command=mcp_command, args=["--profile", "full"], env=api_env(up))
     async with (
         stdio_client(params) as (read, write),
         ClientSession(read, write, read_timeout_seconds=TOOL_TIMEOUT) as client,
@@ -106,38 +94,6 @@ async def test_stdio_session_drives_a_real_sandbox(up: Up) -> None:
         gone = await client.call_tool("sandbox_exec", {"sandbox_id": sandbox_id, "command": "true"})
         assert gone.isError
     assert sandbox_id not in {info.id for info in Sandbox.list(api_url=up.url, api_key=up.key)}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@pytest.fixture
-def http_server(up: Up) -> Iterator[str]:
-    """`isorun-mcp --transport streamable-http` in a subprocess; yields its endpoint URL."""
-    port = free_port()
-    process = subprocess.Popen(
-        [command(), "--transport", "streamable-http", "--port", str(port)],
-        env=up.env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + SERVER_START_TIMEOUT_S
-        while True:
-            assert process.poll() is None, process.stderr and process.stderr.read().decode()
-            assert time.monotonic() < deadline, "isorun-mcp did not listen in time"
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", port)) == 0:
-                    break
-            time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}/mcp"
-    finally:
-        process.terminate()
-        process.wait(30)
 
 
 async def test_streamable_http_session_drives_a_real_sandbox(http_server: str) -> None:
