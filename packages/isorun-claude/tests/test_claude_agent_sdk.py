@@ -1,7 +1,6 @@
 """The Claude Agent SDK's in-process MCP server over an MCP client session (no CLI): tools
 listed, calls answered, guest failures as `isError` results; over `FakeBackend` and a real VM.
-
-Skipped without the `agent-sdk` extra (claude-agent-sdk bundles a ~400 MB CLI)."""
+The whole loop through the CLI is `test_claude_code_loop_vm.py`."""
 
 from __future__ import annotations
 
@@ -9,9 +8,6 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
-
-pytest.importorskip("claude_agent_sdk")
-
 from isorun import AsyncSandbox, Sandbox
 from isorun.testing import FakeBackend
 from isorun_claude.agent_sdk import allowed_tools, isorun_mcp_server

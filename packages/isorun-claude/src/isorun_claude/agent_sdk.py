@@ -19,13 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from anthropic.lib.tools import ToolError
-
-# The extra may be absent where the whole repository is type-checked; the ignore is then used.
-from claude_agent_sdk import (  # type: ignore[import-not-found, unused-ignore]
-    McpSdkServerConfig,
-    SdkMcpTool,
-    create_sdk_mcp_server,
-)
+from claude_agent_sdk import McpSdkServerConfig, SdkMcpTool, create_sdk_mcp_server
 from isorun import AsyncSandbox
 
 from isorun_claude._output import exec_output, guest_file_errors
