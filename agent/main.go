@@ -61,9 +61,15 @@ func main() {
 
 	procs := process.New(logger)
 	fs := files.New(logger)
+	// Only the guest's init may change the machine's clock, hostname and machine-id; under
+	// --port the agent runs on someone's own machine, so identity is refused there.
+	var host system.Host
+	if pid1 {
+		host = system.GuestHost{Etc: "/etc"}
+	}
 	handlers := map[string]channel.Handler{}
 	for _, svc := range []map[string]channel.Handler{
-		system.New(procs.Running).Handlers(),
+		system.New(procs.Running, host).Handlers(),
 		procs.Handlers(),
 		fs.Handlers(),
 	} {

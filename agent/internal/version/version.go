@@ -7,7 +7,7 @@ package version
 import "github.com/isorun/isorun/agent/internal/spec"
 
 // Version is the agent's release, reported by HELLO and the version op.
-const Version = "0.1.0"
+const Version = "0.2.0"
 
 // Protocol is the wire protocol this agent speaks (protocol.md, wire.json "protocol").
 const Protocol = spec.Protocol

@@ -8,7 +8,7 @@ import (
 )
 
 func TestVersionAndHealth(t *testing.T) {
-	c := channeltest.Start(t, New(func() int { return 3 }).Handlers(), nil)
+	c := channeltest.Start(t, New(func() int { return 3 }, nil).Handlers(), nil)
 	c.Hello("s")
 	r := c.Call(map[string]any{"op": "version"})
 	if r.Reply["agent_version"] != version.Version || r.Reply["protocol"] != float64(1) {

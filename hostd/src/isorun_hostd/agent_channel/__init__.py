@@ -8,7 +8,14 @@ from isorun_hostd.agent_channel.errors import (
     InputRefused,
     ProtocolViolation,
 )
-from isorun_hostd.agent_channel.protocol import Channel, ExecEnd, ExecRequest, FileStat
+from isorun_hostd.agent_channel.protocol import (
+    Channel,
+    ExecEnd,
+    ExecRequest,
+    FileStat,
+    IdentityReply,
+    IdentityRequest,
+)
 
 __all__ = [
     "AgentChannel",
@@ -19,6 +26,8 @@ __all__ = [
     "ExecEnd",
     "ExecRequest",
     "FileStat",
+    "IdentityReply",
+    "IdentityRequest",
     "InputRefused",
     "Output",
     "Process",

@@ -58,6 +58,8 @@ from isorun_hostd.agent_channel.protocol import (
     FileStat,
     FrameType,
     HelloReply,
+    IdentityReply,
+    IdentityRequest,
     Listing,
     StartEvent,
     StatEvent,
@@ -224,6 +226,27 @@ class AgentChannel:
         stream = await self._open(op, {"op": op, **fields})
         try:
             return await stream.expect(model, FrameType.REPLY)
+        finally:
+            self._forget(stream)
+
+    async def identity(self, request: IdentityRequest) -> IdentityReply:
+        """Give the guest fresh entropy, the wall clock, a hostname and a machine-id (protocol.md
+        5.1.1). Send it to a guest restored from a snapshot before anything else runs in it.
+
+        The agent applies the steps in order (entropy, clock, hostname, machine_id); when one
+        fails, the ones before it have taken effect, so retry the whole call or discard the VM.
+
+        Example:
+            await channel.identity(fresh_identity(hostname=sandbox_id))
+
+        Raises:
+            AgentError: ``bad_request`` for a field the agent refused; ``permission_denied`` or
+                ``io_error`` for a step that failed, named in the message.
+            ChannelClosed, ProtocolViolation: the channel broke.
+        """
+        stream = await self._open("identity", request.payload())
+        try:
+            return await stream.expect(IdentityReply, FrameType.REPLY)
         finally:
             self._forget(stream)
 

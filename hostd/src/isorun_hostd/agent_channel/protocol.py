@@ -7,6 +7,7 @@ broken guest input is rejected.
 
 from __future__ import annotations
 
+import base64
 from enum import IntEnum
 from typing import Literal
 
@@ -164,6 +165,50 @@ class Health(_Guest):
 class VersionReply(_Guest):
     agent_version: str = Field(max_length=64)
     protocol: int
+
+
+class IdentityReply(_Guest):
+    """protocol.md 5.1.1: the identity was applied; ``clock_step_ms`` is new minus old."""
+
+    ok: bool
+    entropy_bytes: int = Field(ge=0)
+    clock_step_ms: int
+    machine_id_written: bool
+
+
+# protocol.md 5.1.1: the bounds the agent enforces, checked here too so that a host bug fails
+# before anything is sent.
+MIN_ENTROPY_BYTES = 32
+MAX_ENTROPY_BYTES = 512
+MIN_TIME_UNIX_NS = 946_684_800_000_000_000  # 2000-01-01T00:00:00Z
+HOSTNAME_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+MACHINE_ID_PATTERN = r"^[0-9a-f]{32}$"
+
+
+class IdentityRequest(BaseModel):
+    """protocol.md 5.1.1: what makes a restored guest distinct from the snapshot's other copies."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    entropy: bytes = Field(min_length=MIN_ENTROPY_BYTES, max_length=MAX_ENTROPY_BYTES, repr=False)
+    time_unix_ns: int = Field(ge=MIN_TIME_UNIX_NS, lt=1 << 63)
+    hostname: str = Field(pattern=HOSTNAME_PATTERN)
+    machine_id: str = Field(pattern=MACHINE_ID_PATTERN)
+
+    @model_validator(mode="after")
+    def _not_the_null_id(self) -> IdentityRequest:
+        if not self.machine_id.strip("0"):
+            raise ValueError("machine_id must not be all zero")
+        return self
+
+    def payload(self) -> dict[str, object]:
+        return {
+            "op": "identity",
+            "entropy": base64.b64encode(self.entropy).decode(),
+            "time_unix_ns": self.time_unix_ns,
+            "hostname": self.hostname,
+            "machine_id": self.machine_id,
+        }
 
 
 class ExecRequest(BaseModel):
