@@ -69,5 +69,8 @@ log "syncing the Python workspace"
 # --locked: every package's requirements must resolve together in the committed uv.lock.
 uv sync --quiet --locked --all-packages
 
+log "preparing the deepagents-code venv (Python >= 3.12 only; its test skips without one)"
+uv run --quiet python -m tests.framework.dcode_venv
+
 log "building the guest agent"
 make --no-print-directory -s agent

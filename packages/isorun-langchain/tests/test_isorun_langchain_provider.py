@@ -1,44 +1,25 @@
 """deepagents-code discovers `IsorunProvider` by its entry point and drives real isorun VMs.
 
 deepagents-code needs Python >= 3.12 and the workspace runs 3.11, so the provider runs in a
-venv of its own, cached per machine and keyed by what goes into it:
-
-```
-~/.cache/isorun/venvs/dcode-<key>/   key = sha256(python, DCODE_REQUIREMENT, the sources and
-  .complete                          pyprojects of isorun-core and isorun-langchain)
-```
-built with `uv venv` + `uv pip install` (uv's own cache makes a rebuild quick) and reused while
-the key holds. `SCRIPT` runs in it against this package's `isorun up`, through deepagents-code's
-registry as `dcode --sandbox isorun [--sandbox-id ID]` does, and prints what it saw as JSON.
+venv of its own (`tests.framework.dcode_venv`, built by `make setup`). `SCRIPT` runs in it
+against this package's `isorun up`, through deepagents-code's registry as
+`dcode --sandbox isorun [--sandbox-id ID]` does, and prints what it saw as JSON.
 """
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import json
-import os
-import shutil
 import subprocess
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.framework.dcode_venv import dcode_venv
 from tests.framework.isorun_up import Up
 
 pytestmark = pytest.mark.vm
 
-REPO = Path(__file__).resolve().parents[3]
-PACKAGES = (REPO / "packages" / "isorun-core", REPO / "packages" / "isorun-langchain")
-DCODE_REQUIREMENT = "deepagents-code==0.1.88"
-PYTHON_CANDIDATES = ("python3.14", "python3.13", "python3.12")
-CACHE_ENV = "ISORUN_VENV_CACHE"
-STALE_VENV_S = 7 * 24 * 3600
-PROBE_TIMEOUT_S = 30
-INSTALL_TIMEOUT_S = 600
 SCRIPT_TIMEOUT_S = 300
 
 SCRIPT = r"""
@@ -101,98 +82,16 @@ json.dump(out, open(sys.argv[1], "w"))
 """
 
 
-def _python_312() -> str | None:
-    """Find an interpreter >= 3.12: uv's view first, then PATH, then pyenv's versions."""
-    candidates: list[str] = []
-    uv = shutil.which("uv")
-    if uv:
-        found = subprocess.run(
-            [uv, "python", "find", "--no-project", ">=3.12"],
-            capture_output=True,
-            text=True,
-            timeout=PROBE_TIMEOUT_S,
-            check=False,
-        )
-        candidates.append(found.stdout.strip())
-    candidates += [path for name in PYTHON_CANDIDATES if (path := shutil.which(name))]
-    pyenv = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv") / "versions"
-    candidates += sorted(str(p) for p in pyenv.glob("3.1[2-9]*/bin/python3"))
-    for candidate in filter(None, candidates):
-        # pyenv shims exist on PATH for versions that are not selected: run each to be sure.
-        probe = subprocess.run(
-            [candidate, "-c", "import sys; sys.exit(sys.version_info < (3, 12))"],
-            capture_output=True,
-            timeout=PROBE_TIMEOUT_S,
-            check=False,
-        )
-        if probe.returncode == 0:
-            return candidate
-    return None
-
-
-def _venv_key(python: str) -> str:
-    digest = hashlib.sha256()
-    version = subprocess.run(
-        [python, "-c", "import sys; print(sys.version)"],
-        capture_output=True,
-        text=True,
-        timeout=PROBE_TIMEOUT_S,
-        check=True,
-    ).stdout
-    digest.update(f"{python}\n{version}\n{DCODE_REQUIREMENT}\n".encode())
-    for package in PACKAGES:
-        files = [package / "pyproject.toml", *sorted((package / "src").rglob("*.py"))]
-        for path in files:
-            digest.update(str(path.relative_to(REPO)).encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def _prune(cache: Path, keep: Path) -> None:
-    # Each change to the sources keys a new venv; drop the ones no run has used for a week.
-    for venv in cache.glob("dcode-*"):
-        marker = venv / ".complete"
-        if venv != keep and marker.exists() and time.time() - marker.stat().st_mtime > STALE_VENV_S:
-            shutil.rmtree(venv, ignore_errors=True)
-
-
 @pytest.fixture(scope="module")
-def dcode_python() -> Iterator[Path]:
+def dcode_python() -> Path:
     """The Python of a venv holding deepagents-code and this working tree's packages."""
-    uv = shutil.which("uv")
-    python = _python_312()
-    if uv is None or python is None:
+    python = dcode_venv(offline=True)
+    if python is None:
         pytest.skip(
             "deepagents-code needs Python >= 3.12 and uv: install one "
-            "(`uv python install 3.12`, apt's python3.12 or pyenv) to run this test"
+            "(apt's python3.12, pyenv, or `uv python install 3.12`) to run this test"
         )
-    cache = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "isorun" / "venvs")
-    venv = cache / f"dcode-{_venv_key(python)}"
-    cache.mkdir(parents=True, exist_ok=True)
-    # The lock makes parallel runs wait for one build instead of racing into the same folder.
-    with open(cache / f"{venv.name}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        marker = venv / ".complete"
-        if not marker.exists():
-            shutil.rmtree(venv, ignore_errors=True)
-            env = {**os.environ, "VIRTUAL_ENV": str(venv)}
-            env.pop("UV_PROJECT_ENVIRONMENT", None)
-            for command in (
-                [uv, "venv", "--quiet", "--python", python, str(venv)],
-                [
-                    uv,
-                    "pip",
-                    "install",
-                    "--quiet",
-                    DCODE_REQUIREMENT,
-                    str(PACKAGES[0]),
-                    f"{PACKAGES[1]}[dcode]",
-                ],
-            ):
-                subprocess.run(command, env=env, cwd=cache, timeout=INSTALL_TIMEOUT_S, check=True)
-            marker.write_text(DCODE_REQUIREMENT)
-        marker.touch()
-    _prune(cache, venv)
-    yield venv / "bin" / "python"
+    return python
 
 
 def test_dcode_registry_drives_isorun_provider(up: Up, dcode_python: Path, tmp_path: Path) -> None:
