@@ -5,8 +5,14 @@ Runtime.start()    boot files (kernel ELF + initramfs) ─► host capabilities 
 Runtime.create()   refuse floating tags ─► reserve vCPUs and memory (NoRoom) ─► pull image
                    (erofs disk, cached) ─► MicroVM.start(); a failure frees the reservation
 Sandbox.exec()     image Env/WorkingDir/User merged under the request ─► agent exec stream
+Runtime.snapshot() save the VM (it pauses, then continues) ─► snapshots/<id>
+Runtime.fork(n)    save once to a transient stream ─► n restores, each with a fresh identity
+Runtime.hibernate  save ─► destroy the VM (no RAM, no vCPU held) ─► hibernated/<sandbox id>
+Runtime.resume     restore under the same id and hostname, with fresh entropy and clock
 Runtime.aclose()   destroy every sandbox: no QEMU, socket or run folder survives
 ```
+A restore repeats the saved VM's argv (shape, image disk, boot files, the boot hostname) and is
+refused with a clear error when any of those changed since the save.
 """
 
 from __future__ import annotations
@@ -16,8 +22,10 @@ import json
 import logging
 import os
 import secrets
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, TypedDict
 
 from typing_extensions import Unpack
@@ -31,7 +39,10 @@ from isorun_hostd.images import (
     RegistryCredentials,
     refuse_floating,
 )
+from isorun_hostd.snapshots import SnapshotMeta, SnapshotStore
 from isorun_hostd.vm import HostCapabilities, MicroVM, VMSpec, bootfiles
+from isorun_hostd.vm.errors import SnapshotError
+from isorun_hostd.vm.identity import fresh_identity
 from isorun_hostd.vm.machine import remove_stale_run_dirs
 from isorun_hostd.vm.probe import host_capabilities
 
@@ -39,6 +50,7 @@ log = logging.getLogger(__name__)
 
 # Agent sandboxes mostly wait on a model or on I/O, so a node hands out more vCPUs than it has.
 VCPU_OVERCOMMIT = 8
+MAX_FORKS = 16
 
 
 class RuntimeRefused(Exception):
@@ -79,10 +91,14 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 class Sandbox:
     """A running sandbox: files and processes go through ``channel``; exec adds image defaults."""
 
-    def __init__(self, sandbox_id: str, image: ImageDisk, vm: MicroVM) -> None:
+    def __init__(
+        self, sandbox_id: str, image: ImageDisk, vm: MicroVM, *, hostname: str | None = None
+    ) -> None:
         self.id = sandbox_id
         self.image = image
         self.vm = vm
+        # A restored VM keeps its saved boot command line; the agent set this name since.
+        self.hostname = hostname or vm.spec.hostname
 
     @property
     def channel(self) -> AgentChannel:
@@ -93,7 +109,7 @@ class Sandbox:
         config = self.image.config
         env = dict(item.split("=", 1) for item in config.env if "=" in item)
         env.setdefault("PATH", DEFAULT_PATH)
-        env.setdefault("HOSTNAME", self.vm.spec.hostname)
+        env.setdefault("HOSTNAME", self.hostname)
         env.update(options.get("env") or {})
         return ExecRequest(
             argv=command if isinstance(command, list) else None,
@@ -148,6 +164,9 @@ class Runtime:
         self._held: dict[str, tuple[int, int]] = {}
         # References pulled by this process; the disk sidecars only name each disk's builder.
         self._pulled: set[str] = set()
+        self.snapshots = SnapshotStore(settings.state_dir / "snapshots")
+        self.hibernations = SnapshotStore(settings.state_dir / "hibernated")
+        self._fork_streams = SnapshotStore(settings.state_dir / "forks")
 
     @property
     def boot(self) -> bootfiles.BootFiles:
@@ -198,6 +217,9 @@ class Runtime:
         s = self.settings
         for name in remove_stale_run_dirs(s.run_dir):
             log.warning("removed the run folder of VM %s, whose QEMU is gone", name)
+        for store in (self.snapshots, self.hibernations, self._fork_streams):
+            for name in store.sweep(older_than_s=0 if store is self._fork_streams else 60):
+                log.warning("removed %s, a save that never finished", store.root / name)
         self._boot = await asyncio.to_thread(
             bootfiles.prepare, s.boot_dir, s.agent_path, s.kernel_path, s.modules_dir
         )
@@ -227,16 +249,8 @@ class Runtime:
         """
         assert self._boot is not None, "Runtime.start() first"
         refuse_floating(image)
-        sandbox_id = sandbox_id or f"sb-{secrets.token_hex(6)}"
-        if sandbox_id in self._held:
-            raise DuplicateSandbox(f"sandbox {sandbox_id} exists already on this node")
-        room = self.capacity()
-        if (
-            room.vcpus_allocated + vcpus > room.vcpus_total
-            or room.memory_mib_allocated + mem_mib > room.memory_mib_total
-        ):
-            raise NoRoom(f"this node has no room for {vcpus} vCPUs and {mem_mib} MiB")
-        self._held[sandbox_id] = (vcpus, mem_mib)
+        sandbox_id = sandbox_id or _new_id()
+        self._reserve(sandbox_id, vcpus, mem_mib)
         try:
             disk = await self.images.pull(image, progress=progress)
             self._pulled.add(image)
@@ -252,6 +266,192 @@ class Runtime:
         self._sandboxes[sandbox_id] = sandbox
         return sandbox
 
+    def _reserve(self, sandbox_id: str, vcpus: int, mem_mib: int) -> None:
+        if sandbox_id in self._held:
+            raise DuplicateSandbox(f"sandbox {sandbox_id} exists already on this node")
+        room = self.capacity()
+        if (
+            room.vcpus_allocated + vcpus > room.vcpus_total
+            or room.memory_mib_allocated + mem_mib > room.memory_mib_total
+        ):
+            raise NoRoom(f"this node has no room for {vcpus} vCPUs and {mem_mib} MiB")
+        self._held[sandbox_id] = (vcpus, mem_mib)
+
+    # -- snapshots ---------------------------------------------------------------------------
+
+    async def snapshot(self, sandbox: Sandbox, *, snapshot_id: str | None = None) -> SnapshotMeta:
+        """Save ``sandbox`` under a new snapshot id; it pauses for the save, then continues.
+
+        Raises:
+            SnapshotError: the save failed (disk full, VM gone); the sandbox is unharmed.
+        """
+        return await self._save(
+            sandbox, self.snapshots, snapshot_id or f"snap-{secrets.token_hex(6)}", "snapshot"
+        )
+
+    async def from_snapshot(self, snapshot_id: str, *, sandbox_id: str | None = None) -> Sandbox:
+        """A new sandbox continuing from a snapshot, with its own identity.
+
+        Raises:
+            SnapshotNotFound: no such snapshot here.
+            SnapshotError: the state file is missing or corrupt, or this node can no longer run
+                it (boot files, accelerator or image disk changed). Nothing is left behind.
+            NoRoom, DuplicateSandbox: as for ``create``.
+        """
+        meta = self.snapshots.get(snapshot_id)
+        sandbox_id = sandbox_id or _new_id()
+        return await self._restore(
+            meta, self.snapshots.state_path(snapshot_id), sandbox_id, hostname=sandbox_id
+        )
+
+    async def fork(self, sandbox: Sandbox, count: int = 1) -> list[Sandbox]:
+        """``count`` new sandboxes, each continuing from ``sandbox`` as it is now (its files,
+        its processes), each with fresh entropy, clock and identity. The source pauses for one
+        save and continues. All clones or none: a failure destroys those already made.
+
+        Raises:
+            ValueError: ``count`` is out of range.
+            SnapshotError: the source could not be saved (not running, disk full) or a clone
+                could not be restored; the source is unharmed.
+            NoRoom: not enough room for every clone.
+        """
+        if not 1 <= count <= MAX_FORKS:
+            raise ValueError(f"fork count must be between 1 and {MAX_FORKS}, got {count}")
+        vcpus, mem_mib = sandbox.vm.spec.vcpus, sandbox.vm.spec.mem_mib
+        room = self.capacity()
+        if (
+            room.vcpus_allocated + count * vcpus > room.vcpus_total
+            or room.memory_mib_allocated + count * mem_mib > room.memory_mib_total
+        ):
+            raise NoRoom(
+                f"this node has no room for {count} clones of {vcpus} vCPUs and {mem_mib} MiB"
+            )
+        stream_id = f"fork-{secrets.token_hex(6)}"
+        meta = await self._save(sandbox, self._fork_streams, stream_id, "snapshot")
+        try:
+            results = await asyncio.gather(
+                *(
+                    self._restore(
+                        meta, self._fork_streams.state_path(stream_id), clone_id, hostname=clone_id
+                    )
+                    for clone_id in (_new_id() for _ in range(count))
+                ),
+                return_exceptions=True,
+            )
+        finally:
+            self._fork_streams.delete(stream_id)
+        clones = [r for r in results if isinstance(r, Sandbox)]
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            await asyncio.gather(*(self.destroy(c) for c in clones), return_exceptions=True)
+            raise failures[0]
+        return clones
+
+    async def hibernate(self, sandbox: Sandbox) -> SnapshotMeta:
+        """Save ``sandbox`` to disk and stop its VM: it holds no RAM or vCPU until ``resume``.
+
+        Raises:
+            SnapshotError: the save failed; the sandbox keeps running, unharmed.
+        """
+        meta = await self._save(
+            sandbox, self.hibernations, sandbox.id, "hibernation", keep_running=False
+        )
+        await self.destroy(sandbox)
+        return meta
+
+    async def resume(self, sandbox_id: str) -> Sandbox:
+        """Bring a hibernated sandbox back under its id and hostname, processes and files as
+        they were; also after a hostd restart. The hibernation is kept if the resume fails.
+
+        Raises:
+            SnapshotNotFound: ``sandbox_id`` is not hibernated here.
+            SnapshotError: the saved state is missing or corrupt, or this node changed.
+        """
+        meta = self.hibernations.get(sandbox_id)
+        sandbox = await self._restore(
+            meta, self.hibernations.state_path(sandbox_id), sandbox_id, hostname=meta.hostname
+        )
+        self.hibernations.delete(sandbox_id)
+        return sandbox
+
+    async def _save(
+        self,
+        sandbox: Sandbox,
+        store: SnapshotStore,
+        snapshot_id: str,
+        kind: Literal["snapshot", "hibernation"],
+        *,
+        keep_running: bool = True,
+    ) -> SnapshotMeta:
+        state = store.prepare(snapshot_id)
+        try:
+            size = await sandbox.vm.save(state, keep_running=keep_running)
+            meta = SnapshotMeta(
+                snapshot_id=snapshot_id,
+                kind=kind,
+                source_sandbox_id=sandbox.id,
+                created_unix=time.time(),
+                vcpus=sandbox.vm.spec.vcpus,
+                mem_mib=sandbox.vm.spec.mem_mib,
+                boot_hostname=sandbox.vm.spec.hostname,
+                hostname=sandbox.hostname,
+                image=sandbox.image,
+                kernel=self.boot.kernel,
+                initramfs=self.boot.initramfs,
+                accel=self.caps.accel,
+                size_bytes=size,
+            )
+            store.commit(meta)
+        except BaseException:
+            store.delete(snapshot_id)
+            raise
+        return meta
+
+    async def _restore(
+        self, meta: SnapshotMeta, state: Path, sandbox_id: str, *, hostname: str
+    ) -> Sandbox:
+        self._check_restorable(meta)
+        self._reserve(sandbox_id, meta.vcpus, meta.mem_mib)
+        try:
+            spec = VMSpec(
+                sandbox_id,
+                vcpus=meta.vcpus,
+                mem_mib=meta.mem_mib,
+                disk=meta.image.disk_path,
+                hostname=meta.boot_hostname,
+            )
+            vm = MicroVM(spec, self.caps, self.boot, self.settings.run_dir)
+            await vm.start(timeout_s=self.settings.boot_timeout_s, restore=state)
+            try:
+                await vm.channel.identity(fresh_identity(hostname))
+            except BaseException:
+                await vm.destroy()
+                raise
+        except BaseException:
+            self._held.pop(sandbox_id, None)
+            raise
+        sandbox = Sandbox(sandbox_id, meta.image, vm, hostname=hostname)
+        self._sandboxes[sandbox_id] = sandbox
+        return sandbox
+
+    def _check_restorable(self, meta: SnapshotMeta) -> None:
+        what = f"snapshot {meta.snapshot_id}"
+        if (meta.kernel, meta.initramfs) != (self.boot.kernel, self.boot.initramfs):
+            raise SnapshotError(
+                f"{what} was saved with other boot files (the guest kernel or agent changed "
+                "since); it cannot be restored on this node"
+            )
+        if meta.accel != self.caps.accel:
+            raise SnapshotError(
+                f"{what} was saved under {meta.accel.upper()} and this node runs "
+                f"{self.caps.accel.upper()}; it cannot be restored here"
+            )
+        if not meta.image.disk_path.is_file():
+            raise SnapshotError(
+                f"{what} needs the disk of {meta.image.pinned}, which this node no longer has; "
+                "pull the image again"
+            )
+
     async def destroy(self, sandbox: Sandbox) -> None:
         self._sandboxes.pop(sandbox.id, None)
         try:
@@ -266,6 +466,10 @@ class Runtime:
         await asyncio.gather(*(s.vm.destroy() for s in sandboxes), return_exceptions=True)
         for sandbox in sandboxes:
             self._held.pop(sandbox.id, None)
+
+
+def _new_id() -> str:
+    return f"sb-{secrets.token_hex(6)}"
 
 
 def _host_memory_mib() -> int:

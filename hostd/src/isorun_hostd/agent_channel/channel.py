@@ -159,6 +159,8 @@ class AgentChannel:
         self._next_id = 1
         self._closed: ChannelClosed | None = None
         self._queued_bytes = 0
+        self._send_lock = asyncio.Lock()
+        self._frames_written = 0
         self._session = secrets.token_hex(16)
         self._hello: asyncio.Future[HelloReply] = asyncio.get_running_loop().create_future()
         self._reader_task = asyncio.create_task(self._bg_read(), name="agent-channel-read")
@@ -228,6 +230,27 @@ class AgentChannel:
             return await stream.expect(model, FrameType.REPLY)
         finally:
             self._forget(stream)
+
+    @contextlib.asynccontextmanager
+    async def quiesced(self) -> AsyncIterator[None]:
+        """Hold every request and data frame until the block ends, once a round trip has shown
+        that the agent has read everything sent before it (protocol.md section 3, item 5).
+
+        A VM saved inside the block has no half-read frame in its agent, so a restore of it
+        needs no flush before its HELLO. A credit or cancel written meanwhile (they are not
+        held) repeats the round trip.
+        """
+        async with self._send_lock:
+            while True:
+                written = self._frames_written
+                stream = await self._open("version", {"op": "version"}, gated=False)
+                try:
+                    await stream.expect(Empty, FrameType.REPLY)
+                finally:
+                    self._forget(stream)
+                if self._frames_written == written + 1:
+                    break
+            yield
 
     async def identity(self, request: IdentityRequest) -> IdentityReply:
         """Give the guest fresh entropy, the wall clock, a hostname and a machine-id (protocol.md
@@ -333,7 +356,7 @@ class AgentChannel:
 
     # -- streams ----------------------------------------------------------------------------
 
-    async def _open(self, op: str, request: dict[str, Any]) -> _Stream:
+    async def _open(self, op: str, request: dict[str, Any], *, gated: bool = True) -> _Stream:
         self._check_open()
         payload = json.dumps(request).encode()
         if len(payload) > MAX_PAYLOAD_BYTES:
@@ -343,7 +366,7 @@ class AgentChannel:
         stream = _Stream(self, self._next_id, op)
         self._next_id += 1
         self._streams[stream.id] = stream
-        await self._send(FrameType.REQUEST, stream.id, payload)
+        await self._send(FrameType.REQUEST, stream.id, payload, gated=gated)
         return stream
 
     async def _open_until(
@@ -366,15 +389,30 @@ class AgentChannel:
         was_open = not stream.done
         self._forget(stream)
         if was_open and self._closed is None:
-            self._writer.write(encode(FrameType.CANCEL, stream.id))
+            self._write(encode(FrameType.CANCEL, stream.id))
+
+    def _write(self, frame: bytes) -> None:
+        self._frames_written += 1
+        self._writer.write(frame)
 
     async def _send(
-        self, frame_type: FrameType, stream_id: int, payload: bytes = b"", flags: int = 0
+        self,
+        frame_type: FrameType,
+        stream_id: int,
+        payload: bytes = b"",
+        flags: int = 0,
+        *,
+        gated: bool = True,
     ) -> None:
         self._check_open()
         try:
-            self._writer.write(encode(frame_type, stream_id, payload, flags))
-            await self._writer.drain()
+            if gated:
+                async with self._send_lock:
+                    self._write(encode(frame_type, stream_id, payload, flags))
+                    await self._writer.drain()
+            else:
+                self._write(encode(frame_type, stream_id, payload, flags))
+                await self._writer.drain()
         except (ConnectionError, OSError) as exc:
             self._shutdown(ChannelClosed(f"write failed: {exc}"))
             raise self._closed from exc  # type: ignore[misc]
@@ -400,7 +438,7 @@ class AgentChannel:
             return
         grant, stream.recv_to_grant = stream.recv_to_grant, 0
         stream.recv_in_flight -= grant
-        self._writer.write(encode(FrameType.CREDIT, stream.id, _CREDIT.pack(grant)))
+        self._write(encode(FrameType.CREDIT, stream.id, _CREDIT.pack(grant)))
 
     # -- the reader -------------------------------------------------------------------------
 
@@ -483,7 +521,7 @@ class AgentChannel:
         stream.fail(ProtocolViolation(f"{stream.op}: the agent {what}"))
         self._streams.pop(stream.id, None)
         with contextlib.suppress(OSError):
-            self._writer.write(encode(FrameType.CANCEL, stream.id))
+            self._write(encode(FrameType.CANCEL, stream.id))
 
     def _shutdown(self, error: ChannelClosed) -> None:
         if self._closed is not None:

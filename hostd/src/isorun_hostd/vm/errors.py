@@ -5,7 +5,8 @@ VMError
 ├── BootFilesError      kernel, modules or agent missing or unusable
 ├── LaunchError         QEMU would not start, or died while booting
 ├── BootTimeout         the agent did not answer within the boot timeout
-└── StateError          an operation was asked of a VM in the wrong state
+├── StateError          an operation was asked of a VM in the wrong state
+└── SnapshotError       a VM's state could not be saved or restored
 ```
 """
 
@@ -40,3 +41,7 @@ class StateError(VMError):
         super().__init__(f"VM {vm_id} is {state}; this needs {required}")
         self.state = state
         self.required = required
+
+
+class SnapshotError(VMError):
+    """VM {vm_id}: {what} failed: {detail}."""

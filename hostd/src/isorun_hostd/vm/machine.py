@@ -3,6 +3,8 @@
 ```
 start():  mkdir run/<id> ─► QEMU ─► QMP up ─► agent handshake ─► RUNNING
              any failure on the way ─► destroy() ─► error naming the cause (QEMU log, console)
+start(restore=F): the same QEMU argv plus -S -incoming defer ─► load F ─► cont ─► agent
+save(F):  quiesce the channel ─► stop ─► state to F ─► cont (or stay paused for a hibernate)
 destroy(): close channel ─► QMP quit (or SIGKILL) ─► reap ─► rm -r run/<id>      idempotent
 ```
 Nothing a VM creates lives outside its run folder (the image disk is shared and read-only), so
@@ -21,12 +23,12 @@ from pathlib import Path
 from qemu.qmp import QMPError
 
 from isorun_hostd.agent_channel import AgentChannel, ChannelError
-from isorun_hostd.vm import process
+from isorun_hostd.vm import process, snapshot
 from isorun_hostd.vm.bootfiles import BootFiles
 from isorun_hostd.vm.capabilities import HostCapabilities
 from isorun_hostd.vm.cmdline import RunPaths, VMSpec, build_argv
 from isorun_hostd.vm.console import ConsoleRing
-from isorun_hostd.vm.errors import BootTimeout, LaunchError
+from isorun_hostd.vm.errors import BootTimeout, LaunchError, SnapshotError
 from isorun_hostd.vm.qmp import QMP
 from isorun_hostd.vm.state import StateMachine, VMState
 
@@ -36,6 +38,8 @@ QUIT_WAIT_S = 1.0
 # A run folder without a pid file may belong to a VM being created right now.
 STALE_WITHOUT_PID_S = 60.0
 QMP_CONNECT_TIMEOUT_S = 10.0
+# A save or load moves the guest's RAM once; a few seconds even for GiBs on a slow disk.
+MIGRATION_TIMEOUT_S = 120.0
 
 
 class MicroVM:
@@ -73,19 +77,22 @@ class MicroVM:
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
-    async def start(self, *, timeout_s: float) -> None:
-        """Boot and wait for the agent.
+    async def start(self, *, timeout_s: float, restore: Path | None = None) -> None:
+        """Boot and wait for the agent, or with ``restore`` continue the VM saved in that file
+        (by ``save`` of a VM with the same spec, boot files and host capabilities).
 
         Raises:
             LaunchError: QEMU failed or exited while booting.
             BootTimeout: the agent did not answer in time.
+            SnapshotError: ``restore`` is missing, corrupt or from a VM of another shape.
         Either way, nothing of the VM is left behind.
         """
         self.state.move(VMState.BOOTING)
         started = time.perf_counter()
+        argv = self._argv if restore is None else [*self._argv, "-S", "-incoming", "defer"]
         try:
             self.paths.root.mkdir(parents=True, exist_ok=False)
-            self._process = await process.launch(self._argv, self.paths.root / "qemu.log")
+            self._process = await process.launch(argv, self.paths.root / "qemu.log")
             self.paths.pid_file.write_text(str(self._process.pid))
             assert self._process.stdout is not None
             self._console_task = asyncio.create_task(
@@ -95,6 +102,9 @@ class MicroVM:
             await asyncio.wait_for(
                 self._qmp.connect(self.paths.qmp, self._process), QMP_CONNECT_TIMEOUT_S
             )
+            if restore is not None:
+                await self._load(restore)
+            # Every save is quiesced (protocol.md section 3, item 5): a restore needs no flush.
             self._channel = await self._connect_agent(timeout_s)
         except BaseException as exc:
             error = self._boot_error(exc, timeout_s)
@@ -118,6 +128,52 @@ class MicroVM:
             self.paths.agent, timeout_s=timeout_s, reconnect=True
         )
         return self._channel
+
+    async def _load(self, state_file: Path) -> None:
+        assert self._qmp is not None and self._process is not None
+        try:
+            await snapshot.load(self._qmp, self._process, state_file, timeout_s=MIGRATION_TIMEOUT_S)
+        except FileNotFoundError as exc:
+            raise SnapshotError(
+                f"VM {self.spec.vm_id}: restore failed: the state file {state_file} is missing"
+            ) from exc
+        except snapshot.MigrationFailed as exc:
+            qemu_log = process.tail(self.paths.root / "qemu.log")
+            raise SnapshotError(
+                f"VM {self.spec.vm_id}: restore failed: {exc}; the state file {state_file} is "
+                f"corrupt, truncated or from a VM of another shape; qemu: {qemu_log or '(none)'}"
+            ) from exc
+        await self._qmp.execute("cont")
+
+    async def save(self, state_file: Path, *, keep_running: bool) -> int:
+        """Write the VM's state to ``state_file`` (which must not exist); return its size.
+
+        The guest is paused for the save. With ``keep_running`` it then continues; without,
+        it stays paused for the caller to destroy (a hibernate). On failure the VM continues,
+        unharmed, and no partial file is left.
+
+        Raises:
+            SnapshotError: the state could not be written (disk full, I/O error).
+            StateError: the VM is not running.
+        """
+        self.state.require(VMState.RUNNING)
+        assert self._qmp is not None and self._channel is not None
+        qmp = self._qmp
+        try:
+            async with self._channel.quiesced():
+                try:
+                    size = await snapshot.save(qmp, state_file, timeout_s=MIGRATION_TIMEOUT_S)
+                except BaseException:
+                    with contextlib.suppress(QMPError, OSError, EOFError):
+                        await qmp.execute("cont")
+                    raise
+                if keep_running:
+                    await qmp.execute("cont")
+        except (snapshot.MigrationFailed, OSError, QMPError, EOFError, ChannelError) as exc:
+            raise SnapshotError(
+                f"VM {self.spec.vm_id}: save failed: {exc or type(exc).__name__}"
+            ) from exc
+        return size
 
     async def _connect_agent(self, timeout_s: float) -> AgentChannel:
         assert self._process is not None
@@ -143,6 +199,8 @@ class MicroVM:
                 f"VM {vm_id}: the guest agent did not answer within {timeout_s:g} s; "
                 f"last console lines:\n{console or '(none)'}"
             )
+        if isinstance(exc, SnapshotError):
+            return exc
         if isinstance(exc, LaunchError | ChannelError | OSError | QMPError):
             qemu_log = process.tail(self.paths.root / "qemu.log")
             console = self.console.tail()

@@ -47,5 +47,10 @@ class QMP:
     async def execute(self, command: str, arguments: dict[str, Any] | None = None) -> Any:
         return await self._client.execute(command, arguments)
 
+    async def pass_fd(self, fd: int, name: str) -> None:
+        """Hand QEMU a duplicate of ``fd`` under ``name`` (for ``fd:<name>`` URIs)."""
+        self._client.send_fd_scm(fd)
+        await self._client.execute("getfd", {"fdname": name})
+
     async def close(self) -> None:
         await self._client.disconnect()
