@@ -16,8 +16,9 @@ The database engine is a session-scoped parameter: modules marked ``engines("sql
 groups the tests by engine, so the app starts once per engine. PostgreSQL is a throwaway cluster
 (postgres_cluster.py), started the first time a test asks for it.
 
-After every test: no QEMU process but those of live sandboxes, no live sandbox without a
-``running`` row, and no ``running`` row without a live sandbox.
+After every test: no QEMU process but those of live sandboxes (and of hostd's warm pool, whose
+VMs are named ``pool-...``), no live sandbox without a ``running`` row, and no ``running`` row
+without a live sandbox.
 """
 
 from __future__ import annotations
@@ -183,7 +184,7 @@ async def no_leaks(request: pytest.FixtureRequest) -> AsyncIterator[None]:
     # An expiry the reaper is carrying out may be between "QEMU gone" and "row stopped".
     for _ in range(50):
         live = {s.id: s.vm.pid for s in services.runtime.sandboxes}
-        qemu = qemu_pids(settings.hostd_run_dir)
+        qemu = _sandbox_qemu_pids(settings.hostd_run_dir, set(live.values()))
         async with services.db.session() as session:
             running = set(
                 await session.scalars(select(SandboxRow.id).where(SandboxRow.state == "running"))
@@ -193,3 +194,21 @@ async def no_leaks(request: pytest.FixtureRequest) -> AsyncIterator[None]:
         await asyncio.sleep(0.1)
     assert qemu == set(live.values()), "QEMU without a sandbox"
     assert running == set(live), "running rows and live VMs disagree"
+
+
+def _sandbox_qemu_pids(run_dir: Path, live: set[int]) -> set[int]:
+    """The QEMU processes under ``run_dir`` but those waiting in hostd's warm pool (``-name
+    pool-*`` and no sandbox's; a sandbox booted from the pool keeps that name)."""
+    pids = set()
+    for pid in qemu_pids(run_dir):
+        if pid in live:
+            pids.add(pid)
+            continue
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        names = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == b"-name"]
+        if not any(name.startswith(b"pool-") for name in names):
+            pids.add(pid)
+    return pids

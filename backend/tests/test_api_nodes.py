@@ -245,3 +245,61 @@ async def test_restarts_of_the_backend_and_of_a_node_leave_nothing_lost_or_orpha
             assert deleted.status_code == 204
         assert a.sandbox_ids() == b.sandbox_ids() == set()
     assert not a.wait_no_qemu() and not b.wait_no_qemu()
+
+
+async def test_saved_states_through_remote_nodes_stay_on_their_node(
+    node_settings: BackendSettings, nodes: tuple[HostdNode, HostdNode]
+) -> None:
+    """Snapshots restore on the node that saved them, hibernation frees that node's room and
+    a resume needs it back; node-a (1 vCPU) is full with one sandbox."""
+    a, b = nodes
+    async with backend(node_settings) as (client, services):
+        key = await new_key(services)
+        on_a = await create(client, key)
+        on_b = await create(client, key)
+        assert (a.sandbox_ids(), b.sandbox_ids()) == ({on_a}, {on_b})
+        assert (await run(client, key, on_a, "echo a > /tmp/who")).status_code == 200
+
+        saved = await client.post(f"/v1/sandboxes/{on_a}/snapshots", json={}, headers=auth(key))
+        assert saved.status_code == 201, saved.text
+        snapshot_id = saved.json()["id"]
+        assert snapshot_id in {s["id"] for s in a.get("/snapshots").json()["data"]}
+        no_room = await client.post(f"/v1/sandboxes/{on_a}/fork", json={}, headers=auth(key))
+        assert_problem(no_room, 503, "unavailable")
+        no_room = await client.post(
+            "/v1/sandboxes", json={"snapshot": snapshot_id}, headers=auth(key)
+        )
+        assert_problem(no_room, 503, "unavailable")  # pinned to node-a, which is full
+
+        forked = await client.post(f"/v1/sandboxes/{on_b}/fork", json={}, headers=auth(key))
+        assert forked.status_code == 201, forked.text
+        [clone] = forked.json()["data"]
+        assert b.sandbox_ids() == {on_b, clone["id"]}
+
+        hibernated = await client.post(f"/v1/sandboxes/{on_a}/hibernate", headers=auth(key))
+        assert hibernated.json()["state"] == "hibernated"
+        assert a.sandbox_ids() == set()
+        restored = await client.post(
+            "/v1/sandboxes", json={"snapshot": snapshot_id}, headers=auth(key)
+        )
+        assert restored.status_code == 201, restored.text
+        restored_id = restored.json()["id"]
+        assert a.sandbox_ids() == {restored_id}
+        assert (await run(client, key, restored_id, "cat /tmp/who")).json()["stdout"] == "a\n"
+        full = await client.post(f"/v1/sandboxes/{on_a}/resume", headers=auth(key))
+        assert_problem(full, 503, "unavailable")
+        assert (await client.get(f"/v1/sandboxes/{on_a}", headers=auth(key))).json()[
+            "state"
+        ] == "hibernated"
+
+        await client.delete(f"/v1/sandboxes/{restored_id}", headers=auth(key))
+        resumed = await client.post(f"/v1/sandboxes/{on_a}/resume", headers=auth(key))
+        assert resumed.status_code == 200, resumed.text
+        assert (await run(client, key, on_a, "cat /tmp/who")).json()["stdout"] == "a\n"
+
+        for sandbox_id in (on_a, on_b, clone["id"]):
+            deleted = await client.delete(f"/v1/sandboxes/{sandbox_id}", headers=auth(key))
+            assert deleted.status_code == 204
+        assert a.sandbox_ids() == b.sandbox_ids() == set()
+        # The snapshot went with its sandbox.
+        assert a.get("/snapshots").json()["data"] == []

@@ -5,14 +5,18 @@ tenants 1─* api_keys          a key authenticates as its tenant; only its sha2
 tenants 1─* sandboxes         every sandbox belongs to the tenant of the key that created it
 tenants 1─* idempotency_keys  (tenant, key) -> the sandbox a POST /v1/sandboxes created
 tenants 1─* quota_reservations  a create between its quota check and its sandbox row
+tenants 1─* snapshots         a saved sandbox state, on the node that saved it
+sandboxes 1─* hibernations    the spans a sandbox spent hibernated (not metered)
 ```
 
-Sandbox states: ``running`` (a VM on its node) -> ``stopped`` (TTL, shutdown, restart) or
-``failed``; a DELETE sets ``deleted_at`` and the row answers 404 from then on. Wire models follow
+Sandbox states: ``running`` (a VM on its node) <-> ``hibernated`` (no VM; its state on its
+node's disk) ; ``running`` or ``hibernated`` -> ``stopped`` (TTL, shutdown, restart, DELETE)
+or ``failed``; a DELETE sets ``deleted_at`` and the row answers 404 from then on. Wire models follow
 spec/api.md section by section; each resource has Create, Update and Public shapes.
 
-Metering reads ``created_at`` .. ``stopped_at`` (set whenever a row leaves ``running``); a
-running row is metered up to now (services.usage).
+Metering reads ``created_at`` .. ``stopped_at`` (set whenever a row stops), less the spans in
+``hibernations`` (``hibernated_s`` sums the closed ones, ``hibernated_at`` starts the open one);
+a running row is metered up to now (services.usage).
 """
 
 from __future__ import annotations
@@ -22,11 +26,11 @@ from typing import Annotated, Any, Literal
 
 from isorun_hostd.agent_channel.protocol import INITIAL_WINDOW_BYTES
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
-from sqlalchemy import JSON, DateTime, ForeignKey, Index, String, TypeDecorator
+from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Index, String, TypeDecorator
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SandboxState = Literal["running", "stopped", "failed"]
+SandboxState = Literal["running", "hibernated", "stopped", "failed"]
 
 MIN_VCPUS, MAX_VCPUS = 1, 16
 MIN_MEMORY_MIB, MAX_MEMORY_MIB = 128, 16384
@@ -34,6 +38,7 @@ MIN_TIMEOUT_S, MAX_TIMEOUT_S = 1, 86400
 MAX_STDIN_BYTES = INITIAL_WINDOW_BYTES
 MAX_STDIN_CHARS = MAX_STDIN_BYTES  # a first, cheap bound; the UTF-8 size is checked after
 MAX_OUTPUT_BYTES = 16 << 20  # per stream, buffered exec
+MAX_FORKS = 16  # hostd's MAX_FORKS: clones per fork call
 MAX_LIST_LIMIT = 200
 DEFAULT_LIST_LIMIT = 50
 
@@ -118,6 +123,46 @@ class SandboxRow(Base):
     node: Mapped[str] = mapped_column(String(64), default="embedded")
     # When the VM went away (expiry, delete, shutdown, restart): the end of its metered time.
     stopped_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    # Where it came from: the sandbox it is a clone of, or the snapshot it was restored from.
+    forked_from: Mapped[str | None] = mapped_column(String(32), default=None)
+    from_snapshot: Mapped[str | None] = mapped_column(String(32), default=None)
+    # Hibernation: the open span's start (state "hibernated"), and the closed spans' seconds.
+    hibernated_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    hibernated_s: Mapped[float] = mapped_column(Float, default=0.0)
+    # Hibernate after this many idle seconds (no exec, file or process call); null: never.
+    auto_hibernate_s: Mapped[int | None] = mapped_column(default=None)
+
+
+class HibernationSpan(Base):
+    """A span a sandbox spent hibernated; ``ended_at`` is null while it still is."""
+
+    __tablename__ = "hibernations"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    sandbox_id: Mapped[str] = mapped_column(ForeignKey("sandboxes.id"), index=True)
+    started_at: Mapped[dt.datetime]
+    ended_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+
+class SnapshotRow(Base):
+    """A named snapshot: its state lives on ``node``, which alone can restore it."""
+
+    __tablename__ = "snapshots"
+    __table_args__ = (Index("ix_snapshots_tenant_created", "tenant_id", "created_at", "id"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id"))
+    sandbox_id: Mapped[str] = mapped_column(String(32), index=True)
+    node: Mapped[str] = mapped_column(String(64))
+    name: Mapped[str | None] = mapped_column(String(200), default=None)
+    # Kept past its sandbox's deletion; otherwise deleted with it.
+    keep: Mapped[bool] = mapped_column(default=False)
+    image: Mapped[str] = mapped_column(String(512))
+    image_ref: Mapped[str] = mapped_column(String(512))
+    vcpus: Mapped[int]
+    memory_mib: Mapped[int]
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
 class IdempotencyRecord(Base):
@@ -179,6 +224,7 @@ class Problem(BaseModel):
     request_id: str
     errors: list[dict[str, Any]] | None = None
     sandbox_id: str | None = None
+    state: str | None = None
     quota: QuotaDetail | None = None
 
 
@@ -191,15 +237,56 @@ class Health(BaseModel):
 
 
 class SandboxCreate(_Request):
-    """spec/api.md "Sandboxes": POST /v1/sandboxes."""
+    """spec/api.md "Sandboxes": POST /v1/sandboxes.
 
-    image: str = Field(default="python", min_length=1, max_length=512)
+    ``image`` null means "python", unless ``snapshot`` is given: then the snapshot's image,
+    vCPUs and memory are the sandbox's, and ``image``, ``vcpus`` and ``memory_mib`` may only
+    repeat them.
+    """
+
+    image: str | None = Field(default=None, min_length=1, max_length=512)
+    snapshot: str | None = Field(default=None, min_length=1, max_length=32)
     vcpus: int = Field(default=1, ge=MIN_VCPUS, le=MAX_VCPUS)
     memory_mib: int = Field(default=1024, ge=MIN_MEMORY_MIB, le=MAX_MEMORY_MIB)
     timeout_s: int = Field(default=300, ge=MIN_TIMEOUT_S, le=MAX_TIMEOUT_S)
+    auto_hibernate_s: int | None = Field(default=None, ge=MIN_TIMEOUT_S, le=MAX_TIMEOUT_S)
     env: StrMap = Field(default_factory=dict)
     metadata: StrMap = Field(default_factory=dict)
     labels: StrMap = Field(default_factory=dict)
+
+
+class ForkCreate(_Request):
+    """spec/api.md "Fork": POST /v1/sandboxes/{id}/fork."""
+
+    count: int = Field(default=1, ge=1, le=MAX_FORKS)
+    timeout_s: int | None = Field(default=None, ge=MIN_TIMEOUT_S, le=MAX_TIMEOUT_S)
+
+
+class SnapshotCreate(_Request):
+    """spec/api.md "Snapshots": POST /v1/sandboxes/{id}/snapshots."""
+
+    keep: bool = False
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+
+
+class SnapshotPublic(BaseModel):
+    """spec/api.md "Snapshots": the Snapshot object."""
+
+    id: str
+    sandbox_id: str
+    name: str | None
+    keep: bool
+    image: str
+    image_ref: str
+    vcpus: int
+    memory_mib: int
+    size_bytes: int
+    created_at: dt.datetime
+
+
+class SnapshotList(BaseModel):
+    data: list[SnapshotPublic]
+    next_cursor: str | None
 
 
 class SandboxUpdate(_Request):
@@ -231,11 +318,22 @@ class SandboxPublic(BaseModel):
     metadata: StrMap
     labels: StrMap
     usage: SandboxUsage
+    forked_from: str | None = None
+    from_snapshot: str | None = None
+    hibernated_at: dt.datetime | None = None
+    auto_hibernate_s: int | None = None
 
 
 class SandboxList(BaseModel):
     data: list[SandboxPublic]
     next_cursor: str | None
+
+
+class ForkList(BaseModel):
+    """spec/api.md "Fork": the clones, in no particular order."""
+
+    data: list[SandboxPublic]
+    next_cursor: None = None
 
 
 class UsageLine(SandboxUsage):

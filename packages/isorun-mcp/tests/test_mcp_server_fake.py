@@ -25,6 +25,12 @@ FULL_EXTRA = {
     "sandbox_mkdir",
     "sandbox_remove",
     "sandbox_rename",
+    "sandbox_fork",
+    "sandbox_snapshot",
+    "sandbox_list_snapshots",
+    "sandbox_delete_snapshot",
+    "sandbox_hibernate",
+    "sandbox_resume",
 }
 
 
@@ -171,3 +177,50 @@ async def test_full_profile_tools(connect: Any, fake: FakeBackend) -> None:
         await call(client, "sandbox_exec", sandbox_id=sandbox_id, command="true")
         processes = await call(client, "sandbox_processes", sandbox_id=sandbox_id)
         assert [p["argv"] for p in processes["processes"]] == [["/bin/sh", "-c", "true"]]
+
+
+async def test_full_profile_fork_snapshot_hibernate_resume(connect: Any, fake: FakeBackend) -> None:
+    fake.script_exec("cat /w/f", stdout="x")
+    async with connect("full") as client:
+        sandbox_id = (await call(client, "sandbox_create"))["sandbox_id"]
+        await call(client, "sandbox_write_file", sandbox_id=sandbox_id, path="/w/f", content="x")
+
+        forked = await call(client, "sandbox_fork", sandbox_id=sandbox_id, count=2)
+        assert forked["source_sandbox_id"] == sandbox_id and len(forked["sandboxes"]) == 2
+        clone = forked["sandboxes"][0]
+        assert clone["forked_from"] == sandbox_id
+        read = await call(client, "sandbox_read_file", sandbox_id=clone["sandbox_id"], path="/w/f")
+        assert read["content"] == "x"
+
+        # `name` is call()'s own parameter, so this one goes through call_tool.
+        saved = await client.call_tool(
+            "sandbox_snapshot", {"sandbox_id": sandbox_id, "name": "base"}
+        )
+        assert not saved.isError and saved.structuredContent is not None
+        snap = saved.structuredContent
+        assert (snap["sandbox_id"], snap["name"], snap["keep"]) == (sandbox_id, "base", False)
+        listed = await call(client, "sandbox_list_snapshots", sandbox_id=sandbox_id)
+        assert [s["snapshot_id"] for s in listed["snapshots"]] == [snap["snapshot_id"]]
+        restored = await call(client, "sandbox_create", snapshot=snap["snapshot_id"])
+        assert restored["from_snapshot"] == snap["snapshot_id"]
+
+        hibernated = await call(client, "sandbox_hibernate", sandbox_id=sandbox_id)
+        assert hibernated["state"] == "hibernated"
+        text = await call_error(client, "sandbox_fork", sandbox_id=sandbox_id)
+        assert f"sandbox {sandbox_id} is not running" in text
+        ran = await call(client, "sandbox_exec", sandbox_id=sandbox_id, command="cat /w/f")
+        assert ran["stdout"] == "x"  # the exec resumed it
+        await call(client, "sandbox_hibernate", sandbox_id=sandbox_id)
+        resumed = await call(client, "sandbox_resume", sandbox_id=sandbox_id)
+        assert resumed["state"] == "running"
+
+        fake.fail_next(500, "snapshot_failed", "the saved state is corrupt")
+        text = await call_error(client, "sandbox_resume", sandbox_id=sandbox_id)
+        assert "saved state unusable" in text and "corrupt" in text
+
+        deleted = await call(client, "sandbox_delete_snapshot", snapshot_id=snap["snapshot_id"])
+        assert deleted == {"snapshot_id": snap["snapshot_id"], "deleted": True}
+        text = await call_error(client, "sandbox_delete_snapshot", snapshot_id=snap["snapshot_id"])
+        assert "snapshot not found" in text
+        text = await call_error(client, "sandbox_create", snapshot=snap["snapshot_id"])
+        assert "snapshot not found" in text

@@ -129,6 +129,39 @@ def test_landing_page_spawn_verbatim_in_an_async_repl(up: Up) -> None:
     assert "Traceback" not in output, output
 
 
+def test_fork_snapshot_hibernate_resume_and_run_from_a_snapshot(up: Up) -> None:
+    sandbox = Sandbox("python", memory_mib=256, api_url=up.url, api_key=up.key)
+    try:
+        sandbox.exec("echo saved > /tmp/f", check=True)
+        forked = up.cli("fork", sandbox.id, "-n", "1")
+        assert forked.returncode == 0, forked.stderr
+        [clone_id] = forked.stdout.split()
+        clone = Sandbox.connect(clone_id, api_url=up.url, api_key=up.key)
+        assert clone.info.forked_from == sandbox.id
+        clone.destroy()
+
+        saved = up.cli("snapshot", "create", sandbox.id, "--name", "cli")
+        assert saved.returncode == 0, saved.stderr
+        snapshot_id = saved.stdout.strip()
+        listing = up.cli("snapshot", "ls", "--sandbox", sandbox.id)
+        assert listing.returncode == 0 and snapshot_id in listing.stdout and "cli" in listing.stdout
+        ran = up.cli("run", "--snapshot", snapshot_id, "--", "cat", "/tmp/f")
+        assert (ran.returncode, ran.stdout) == (0, "saved\n"), ran.stderr
+
+        hibernated = up.cli("hibernate", sandbox.id)
+        assert hibernated.stdout.split() == [sandbox.id, "hibernated"], hibernated.stderr
+        resumed = up.cli("resume", sandbox.id)
+        assert resumed.stdout.split() == [sandbox.id, "running"], resumed.stderr
+        assert sandbox.exec("cat /tmp/f").stdout == "saved\n"
+
+        assert up.cli("snapshot", "rm", snapshot_id).returncode == 0
+        again = up.cli("snapshot", "rm", snapshot_id)
+        assert again.returncode == 125 and "snapshot_not_found" in again.stderr
+    finally:
+        sandbox.destroy()
+    assert up.cli("ls").stdout.splitlines()[1:] == []
+
+
 def test_sigterm_stops_up_with_nothing_left(up: Up) -> None:
     # A sandbox still running when the signal arrives must be destroyed by the shutdown.
     sandbox = Sandbox("python", api_url=up.url, api_key=up.key)

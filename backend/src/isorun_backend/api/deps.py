@@ -16,6 +16,7 @@ from isorun_backend.services.files import FileService
 from isorun_backend.services.health import HealthService
 from isorun_backend.services.processes import ProcessService
 from isorun_backend.services.sandboxes import SandboxService
+from isorun_backend.services.snapshots import SnapshotService
 from isorun_backend.services.usage import UsageService
 
 # auto_error off: a missing header must be our 401 problem, not FastAPI's 403.
@@ -47,6 +48,10 @@ def _sandboxes(services: ServicesDep) -> SandboxService:
     return services.sandboxes
 
 
+def _snapshots(services: ServicesDep) -> SnapshotService:
+    return services.snapshots
+
+
 def _exec(services: ServicesDep) -> ExecService:
     return services.exec
 
@@ -66,6 +71,7 @@ def _usage(services: ServicesDep) -> UsageService:
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 HealthDep = Annotated[HealthService, Depends(_health)]
 SandboxesDep = Annotated[SandboxService, Depends(_sandboxes)]
+SnapshotsDep = Annotated[SnapshotService, Depends(_snapshots)]
 ExecDep = Annotated[ExecService, Depends(_exec)]
 ProcessesDep = Annotated[ProcessService, Depends(_processes)]
 FilesDep = Annotated[FileService, Depends(_files)]

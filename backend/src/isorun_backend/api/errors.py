@@ -24,7 +24,7 @@ from starlette.requests import ClientDisconnect
 
 from isorun_backend.api.middleware import REQUEST_ID_HEADER, request_id
 from isorun_backend.models import Problem, QuotaDetail
-from isorun_backend.services.errors import QuotaExceeded, ServiceError
+from isorun_backend.services.errors import QuotaExceeded, SandboxNotRunning, ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ CODES: dict[str, tuple[int, str]] = {
     "invalid_request": (400, "Invalid request"),
     "unauthorized": (401, "Unauthorized"),
     "sandbox_not_found": (404, "Sandbox not found"),
+    "snapshot_not_found": (404, "Snapshot not found"),
     "not_found": (404, "Not found"),
     "image_rejected": (422, "Image rejected"),
     "image_unavailable": (502, "Image unavailable"),
@@ -43,6 +44,7 @@ CODES: dict[str, tuple[int, str]] = {
     "conflict": (409, "Conflict"),
     "quota_exceeded": (429, "Quota exceeded"),
     "file_error": (400, "File operation failed"),
+    "snapshot_failed": (500, "Snapshot failed"),
     "internal": (500, "Internal error"),
     "unavailable": (503, "Unavailable"),
 }
@@ -56,6 +58,7 @@ def problem(
     status: int | None = None,
     errors: list[dict[str, Any]] | None = None,
     sandbox_id: str | None = None,
+    state: str | None = None,
     quota: QuotaDetail | None = None,
 ) -> Problem:
     default_status, title = CODES[code]
@@ -68,6 +71,7 @@ def problem(
         request_id=request_id(request),
         errors=errors,
         sandbox_id=sandbox_id,
+        state=state,
         quota=quota,
     )
 
@@ -78,7 +82,10 @@ def service_problem(request: Request, exc: ServiceError) -> Problem:
         quota = QuotaDetail.model_validate(
             {"limit": exc.limit, "max": exc.maximum, "used": exc.used, "requested": exc.requested}
         )
-    return problem(request, exc.code, exc.detail, sandbox_id=exc.sandbox_id, quota=quota)
+    state = exc.state if isinstance(exc, SandboxNotRunning) else None
+    return problem(
+        request, exc.code, exc.detail, sandbox_id=exc.sandbox_id, state=state, quota=quota
+    )
 
 
 def problem_response(request: Request, body: Problem) -> JSONResponse:

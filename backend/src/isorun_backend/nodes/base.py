@@ -1,6 +1,7 @@
 """The node interface: everything the services do with a hostd, embedded or remote.
 
-A node raises hostd's own errors (ImageError, VMError, NoRoom, AgentError, ChannelError), so
+A node raises hostd's own errors (ImageError, VMError, NoRoom, AgentError, ChannelError,
+SnapshotNotFound, SnapshotError, StateError), so
 that the services translate them in one place whichever node ran the sandbox; a remote node
 rebuilds them from the node API's problem bodies. A sandbox the node does not have is a
 ChannelClosed, as a VM that died under a channel would be. A node that cannot be reached (or
@@ -15,7 +16,7 @@ from typing import Protocol
 
 from isorun_hostd.agent_channel import ExecEnd, FileStat, Output
 from isorun_hostd.agent_channel.protocol import ProcessList
-from isorun_hostd.api.models import NodeInfo, NodeSandbox
+from isorun_hostd.api.models import NodeInfo, NodeSandbox, NodeSnapshot
 from isorun_hostd.sandboxes import ExecOptions
 
 from isorun_backend.services.errors import Unavailable
@@ -121,3 +122,33 @@ class Node(ABC):
 
     @abstractmethod
     async def remove(self, sandbox_id: str, path: str, recursive: bool) -> None: ...
+
+    # -- saved states (spec/node.md "Snapshots") --------------------------------------------
+
+    @abstractmethod
+    async def fork(self, sandbox_id: str, count: int) -> list[NodeSandbox]:
+        """``count`` clones of the running sandbox, all or none; the node names them."""
+
+    @abstractmethod
+    async def snapshot(self, sandbox_id: str, snapshot_id: str) -> NodeSnapshot:
+        """Save the running sandbox (it pauses, then continues) as ``snapshot_id``."""
+
+    @abstractmethod
+    async def delete_snapshot(self, snapshot_id: str) -> None:
+        """Remove a snapshot; one that is gone already is not an error."""
+
+    @abstractmethod
+    async def restore(self, snapshot_id: str, sandbox_id: str) -> NodeSandbox:
+        """A new sandbox ``sandbox_id`` continuing from the snapshot, with its own identity."""
+
+    @abstractmethod
+    async def hibernate(self, sandbox_id: str) -> NodeSnapshot:
+        """Save the sandbox to disk and destroy its VM; on failure it keeps running."""
+
+    @abstractmethod
+    async def resume(self, sandbox_id: str) -> NodeSandbox:
+        """Bring a hibernated sandbox back under its id; on failure its state is kept."""
+
+    @abstractmethod
+    async def forget_hibernation(self, sandbox_id: str) -> None:
+        """Remove a hibernated sandbox's saved state; absent is fine."""

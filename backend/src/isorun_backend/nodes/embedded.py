@@ -10,7 +10,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 
 from isorun_hostd.agent_channel import ChannelClosed, ExecEnd, FileStat, Output, Process
 from isorun_hostd.agent_channel.protocol import Empty, ProcessList
-from isorun_hostd.api.models import NodeInfo, NodeSandbox
+from isorun_hostd.api.models import NodeInfo, NodeSandbox, NodeSnapshot
 from isorun_hostd.sandboxes import ExecOptions, Runtime, Sandbox
 
 from isorun_backend.nodes.base import Node, NodeProcess
@@ -108,6 +108,29 @@ class EmbeddedNode(Node):
     async def remove(self, sandbox_id: str, path: str, recursive: bool) -> None:
         channel = self._sandbox(sandbox_id).channel
         await channel.call("remove", Empty, path=path, recursive=recursive)
+
+    async def fork(self, sandbox_id: str, count: int) -> list[NodeSandbox]:
+        clones = await self.runtime.fork(self._sandbox(sandbox_id), count)
+        return [_public(clone) for clone in clones]
+
+    async def snapshot(self, sandbox_id: str, snapshot_id: str) -> NodeSnapshot:
+        meta = await self.runtime.snapshot(self._sandbox(sandbox_id), snapshot_id=snapshot_id)
+        return NodeSnapshot.from_meta(meta)
+
+    async def delete_snapshot(self, snapshot_id: str) -> None:
+        await asyncio.to_thread(self.runtime.snapshots.delete, snapshot_id)
+
+    async def restore(self, snapshot_id: str, sandbox_id: str) -> NodeSandbox:
+        return _public(await self.runtime.from_snapshot(snapshot_id, sandbox_id=sandbox_id))
+
+    async def hibernate(self, sandbox_id: str) -> NodeSnapshot:
+        return NodeSnapshot.from_meta(await self.runtime.hibernate(self._sandbox(sandbox_id)))
+
+    async def resume(self, sandbox_id: str) -> NodeSandbox:
+        return _public(await self.runtime.resume(sandbox_id))
+
+    async def forget_hibernation(self, sandbox_id: str) -> None:
+        await asyncio.to_thread(self.runtime.hibernations.delete, sandbox_id)
 
     def _sandbox(self, sandbox_id: str) -> Sandbox:
         sandbox = self.runtime.get(sandbox_id)

@@ -19,17 +19,22 @@ from isorun_hostd.agent_channel.protocol import ProcessList
 from isorun_hostd.api.models import (
     STAT_HEADER,
     NodeExecCreate,
+    NodeFork,
     NodeInfo,
     NodeProblem,
+    NodeRestore,
     NodeSandbox,
     NodeSandboxCreate,
     NodeSandboxList,
+    NodeSnapshot,
+    NodeSnapshotCreate,
     NodeWritten,
 )
 from isorun_hostd.images import errors as image_errors
 from isorun_hostd.sandboxes import DuplicateSandbox, ExecOptions, NoRoom
+from isorun_hostd.snapshots import SnapshotNotFound
 from isorun_hostd.vm import VMError
-from isorun_hostd.vm.errors import BootTimeout
+from isorun_hostd.vm.errors import BootTimeout, SnapshotError, StateError
 
 from isorun_backend.nodes.base import Node, NodeProcess, NodeUnavailable
 from isorun_backend.services.errors import InternalError
@@ -177,6 +182,39 @@ class RemoteNode(Node):
         params = {"path": path, "recursive": recursive}
         await self._json("DELETE", f"/sandboxes/{sandbox_id}/files", params=params)
 
+    async def fork(self, sandbox_id: str, count: int) -> list[NodeSandbox]:
+        body = NodeFork(count=count).model_dump()
+        answer = await self._json("POST", f"/sandboxes/{sandbox_id}/fork", json=body, timeout=LONG)
+        return NodeSandboxList.model_validate(answer).data
+
+    async def snapshot(self, sandbox_id: str, snapshot_id: str) -> NodeSnapshot:
+        body = NodeSnapshotCreate(id=snapshot_id).model_dump()
+        path = f"/sandboxes/{sandbox_id}/snapshots"
+        return NodeSnapshot.model_validate(await self._json("POST", path, json=body, timeout=LONG))
+
+    async def delete_snapshot(self, snapshot_id: str) -> None:
+        response = await self._request("DELETE", f"/snapshots/{snapshot_id}", timeout=LONG)
+        if response.status_code not in (204, 404):
+            raise self._error(response)
+
+    async def restore(self, snapshot_id: str, sandbox_id: str) -> NodeSandbox:
+        body = NodeRestore(id=sandbox_id).model_dump()
+        path = f"/snapshots/{snapshot_id}/restore"
+        return NodeSandbox.model_validate(await self._json("POST", path, json=body, timeout=LONG))
+
+    async def hibernate(self, sandbox_id: str) -> NodeSnapshot:
+        path = f"/sandboxes/{sandbox_id}/hibernate"
+        return NodeSnapshot.model_validate(await self._json("POST", path, timeout=LONG))
+
+    async def resume(self, sandbox_id: str) -> NodeSandbox:
+        path = f"/sandboxes/{sandbox_id}/resume"
+        return NodeSandbox.model_validate(await self._json("POST", path, timeout=LONG))
+
+    async def forget_hibernation(self, sandbox_id: str) -> None:
+        response = await self._request("DELETE", f"/hibernations/{sandbox_id}", timeout=LONG)
+        if response.status_code not in (204, 404):
+            raise self._error(response)
+
     # -- transport ------------------------------------------------------------------------------
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -291,7 +329,18 @@ def _image_error(_node: str, body: NodeProblem) -> image_errors.ImageError:
     return error
 
 
+def _state_error(_node: str, body: NodeProblem) -> Exception:
+    # Built without its __init__, whose fields the wire does not carry apart.
+    error = StateError.__new__(StateError)
+    Exception.__init__(error, body.detail)
+    error.state, error.required = "?", "?"
+    return error
+
+
 _PROBLEMS: dict[str, Callable[[str, NodeProblem], Exception]] = {
+    "snapshot_not_found": lambda _node, body: SnapshotNotFound(body.detail),
+    "snapshot": lambda _node, body: SnapshotError(body.detail),
+    "vm_state": _state_error,
     "image": _image_error,
     "agent": _agent_error,
     "channel": _channel_closed,

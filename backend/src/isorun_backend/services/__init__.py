@@ -31,6 +31,7 @@ from isorun_backend.services.files import FileService
 from isorun_backend.services.health import HealthService
 from isorun_backend.services.processes import ProcessService
 from isorun_backend.services.sandboxes import SandboxService
+from isorun_backend.services.snapshots import SnapshotService
 from isorun_backend.services.usage import Meter, UsageService
 from isorun_backend.storage import Database
 
@@ -46,6 +47,7 @@ class Services:
     runtime: Runtime | None
     health: HealthService
     sandboxes: SandboxService
+    snapshots: SnapshotService
     exec: ExecService
     processes: ProcessService
     files: FileService
@@ -80,6 +82,7 @@ class Services:
                     runtime=runtime,
                     health=HealthService(await _accelerator(runtime, nodes)),
                     sandboxes=sandboxes,
+                    snapshots=SnapshotService(db, sandboxes),
                     exec=ExecService(sandboxes),
                     processes=ProcessService(sandboxes),
                     files=FileService(sandboxes),

@@ -9,6 +9,7 @@ ServiceError(detail)                 code                  (status: api/errors.p
 ├── InvalidRequest(field)            invalid_request
 ├── Unauthorized                     unauthorized
 ├── SandboxNotFound(sandbox_id)      sandbox_not_found     also another tenant's sandbox
+├── SnapshotNotFound(snapshot_id)    snapshot_not_found    also another tenant's snapshot
 ├── NotFound                         not_found             a file or process in the guest
 ├── ImageRejected                    image_rejected        the caller's image is the problem
 ├── ImageUnavailable                 image_unavailable     the registry is the problem
@@ -16,6 +17,8 @@ ServiceError(detail)                 code                  (status: api/errors.p
 ├── Conflict                         conflict
 ├── QuotaExceeded(limit, ...)        quota_exceeded        the tenant's sandboxes, vCPUs or memory
 ├── FileError(guest_code)            file_error            the guest refused a file operation
+├── SnapshotFailed                   snapshot_failed       a save or restore failed (disk full,
+│                                                          corrupt or missing state)
 ├── Unavailable                      unavailable           this host cannot do it now
 └── InternalError                    internal
 ```
@@ -56,6 +59,18 @@ class SandboxNotFound(ServiceError):
         super().__init__(f"no sandbox {sandbox_id!r}", sandbox_id=sandbox_id)
 
 
+class SnapshotNotFound(ServiceError):
+    code = "snapshot_not_found"
+
+    def __init__(self, snapshot_id: str) -> None:
+        super().__init__(f"no snapshot {snapshot_id!r}")
+        self.snapshot_id = snapshot_id
+
+
+class SnapshotFailed(ServiceError):
+    code = "snapshot_failed"
+
+
 class NotFound(ServiceError):
     code = "not_found"
 
@@ -71,9 +86,9 @@ class ImageUnavailable(ServiceError):
 class SandboxNotRunning(ServiceError):
     code = "sandbox_not_running"
 
-    def __init__(self, sandbox_id: str, state: str) -> None:
+    def __init__(self, sandbox_id: str, state: str, *, what: str = "this") -> None:
         super().__init__(
-            f"sandbox {sandbox_id!r} is {state}; this needs it running", sandbox_id=sandbox_id
+            f"sandbox {sandbox_id!r} is {state}; {what} needs it running", sandbox_id=sandbox_id
         )
         self.state = state
 

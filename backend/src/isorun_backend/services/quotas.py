@@ -1,7 +1,8 @@
 """Per-tenant quotas: concurrent sandboxes, their vCPUs and their memory.
 
 ```
-create   reserve(tenant, vcpus, memory_mib)        one transaction:
+create   reserve(tenant, vcpus, memory_mib, count)  one transaction (a fork reserves its
+                                                   clones together, as ``count`` rows):
            lock the tenant row (SELECT ... FOR UPDATE; SQLite: the insert below takes the
              database's single write lock, which serialises the same way)
            insert a reservation ─► count running sandboxes + reservations ─► over a limit?
@@ -14,7 +15,7 @@ start    forget_reservations(): a restarted process's creates died with it
 ```
 
 The limits are BackendSettings.quota_* unless the tenant row overrides them (set_limits).
-Deleted and stopped sandboxes count for nothing.
+Deleted, stopped and hibernated sandboxes count for nothing (a resume reserves again).
 """
 
 from __future__ import annotations
@@ -41,28 +42,32 @@ class QuotaService:
         self._db = db
 
     @asynccontextmanager
-    async def reserve(self, tenant_id: str, vcpus: int, memory_mib: int) -> AsyncIterator[str]:
-        """Hold one sandbox of this size for the block; yields the reservation id to settle.
+    async def reserve(
+        self, tenant_id: str, vcpus: int, memory_mib: int, *, count: int = 1
+    ) -> AsyncIterator[str]:
+        """Hold ``count`` sandboxes of this size (a create: 1; a fork: its clones) for the
+        block; yields the reservation group to settle.
 
         Raises:
-            QuotaExceeded: the sandbox would take the tenant past a limit (the first one found,
-                in the order sandboxes, vcpus, memory_mib).
+            QuotaExceeded: the sandboxes would take the tenant past a limit (the first one
+                found, in the order sandboxes, vcpus, memory_mib).
             NotFound: no such tenant.
         """
-        reservation_id = await self._reserve(tenant_id, vcpus, memory_mib)
+        group = await self._reserve(tenant_id, vcpus, memory_mib, count)
         try:
-            yield reservation_id
+            yield group
         finally:
             # After a settle this deletes nothing; after a failure it frees the resources.
-            await asyncio.shield(self._forget(reservation_id))
+            await asyncio.shield(self._forget(group))
 
-    async def _reserve(self, tenant_id: str, vcpus: int, memory_mib: int) -> str:
-        reservation = QuotaReservation(
-            id=f"qr-{secrets.token_hex(8)}",
-            tenant_id=tenant_id,
-            vcpus=vcpus,
-            memory_mib=memory_mib,
-        )
+    async def _reserve(self, tenant_id: str, vcpus: int, memory_mib: int, count: int) -> str:
+        group = f"qr-{secrets.token_hex(8)}"
+        reservations = [
+            QuotaReservation(
+                id=f"{group}-{i}", tenant_id=tenant_id, vcpus=vcpus, memory_mib=memory_mib
+            )
+            for i in range(count)
+        ]
         async with self._db.session() as session, session.begin():
             # The row lock serialises this tenant's reservations on PostgreSQL: a concurrent
             # one waits here and, once we commit, counts our reservation.
@@ -73,15 +78,15 @@ class QuotaService:
                 raise NotFound(f"no tenant {tenant_id!r}")
             # Write before counting: on SQLite the first write takes the write lock, so a
             # concurrent reservation cannot count between our count and our commit.
-            session.add(reservation)
+            session.add_all(reservations)
             await session.flush()
             sandboxes, used_vcpus, used_memory = await _in_use(session, tenant_id)
             settings = self._settings
             limits = (
-                ("sandboxes", tenant.max_sandboxes, settings.quota_sandboxes, sandboxes, 1),
-                ("vcpus", tenant.max_vcpus, settings.quota_vcpus, used_vcpus, vcpus),
+                ("sandboxes", tenant.max_sandboxes, settings.quota_sandboxes, sandboxes, count),
+                ("vcpus", tenant.max_vcpus, settings.quota_vcpus, used_vcpus, count * vcpus),
                 ("memory_mib", tenant.max_memory_mib, settings.quota_memory_mib, used_memory,
-                 memory_mib),
+                 count * memory_mib),
             )  # fmt: skip
             for name, override, default, total, requested in limits:
                 maximum = default if override is None else override
@@ -89,15 +94,17 @@ class QuotaService:
                     raise QuotaExceeded(
                         name, maximum=maximum, used=total - requested, requested=requested
                     )
-        return reservation.id
+        return group
 
-    async def settle(self, session: AsyncSession, reservation_id: str) -> None:
-        """Drop the reservation inside the caller's transaction (the one adding the row)."""
-        await session.execute(delete(QuotaReservation).where(QuotaReservation.id == reservation_id))
+    async def settle(self, session: AsyncSession, group: str) -> None:
+        """Drop the reservations inside the caller's transaction (the one adding the rows)."""
+        await session.execute(
+            delete(QuotaReservation).where(QuotaReservation.id.like(f"{group}-%"))
+        )
 
-    async def _forget(self, reservation_id: str) -> None:
+    async def _forget(self, group: str) -> None:
         async with self._db.session() as session, session.begin():
-            await self.settle(session, reservation_id)
+            await self.settle(session, group)
 
     async def forget_reservations(self) -> None:
         """Delete every reservation: at start, those of a process that died mid-create.

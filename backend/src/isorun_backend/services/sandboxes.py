@@ -12,14 +12,26 @@ reconcile list the node's VMs: a running row whose VM is there is adopted into `
           "stopped"; a VM with no running row (an orphan) ─► destroyed. A node that does not
           answer keeps its rows as they are (state unknown) and is tried again next pass.
 aclose    embedded node: destroy its VMs ─► their rows "stopped"; remote nodes keep theirs
+fork      source running ─► reserve quota for the clones ─► node fork (it names the clones)
+          ─► rows (labels copied, forked_from) ─► clones' reservations settled
+hibernate node saves the state and destroys the VM ─► row "hibernated", a hibernation span
+          opens (not metered, holds no quota); hibernated rows survive restarts
+resume    reserve quota ─► node restores the state under the same id ─► row "running", the
+          span closes and the expiry moves by its length. Exec, files and processes on a
+          hibernated sandbox resume it first; a failed resume leaves it hibernated.
+restore   POST /v1/sandboxes {"snapshot"}: placed on the node that holds the snapshot
+delete    also forgets a hibernated state, and the sandbox's snapshots not marked ``keep``
 ```
 
 Invariant: a row is ``running`` only while its VM is in ``_live`` (or its node does not answer).
 A VM enters ``_live`` before its row is written and leaves it before it is destroyed, so
 between the two a running row always has a VM; the one gap (the row update after a destroy
 fails) is closed by reconciliation. Ids with a create or delete in flight are ``_busy``, and
-reconciliation leaves them alone. The embedded node's VMs die with the process (PDEATHSIG), so
-after a restart its running rows are stopped. This assumes one backend process owns the
+reconciliation leaves them alone; a node with a fork in flight (whose clones the node names,
+so they are not ``_busy``) destroys no orphans until it ends. Fork, snapshot, hibernate and
+resume of one sandbox take its lock, one at a time. The embedded node's VMs die with the
+process (PDEATHSIG), so after a restart its running rows are stopped (hibernated rows stay:
+their state is on disk). This assumes one backend process owns the
 database's sandboxes; several backends sharing PostgreSQL will need an owner per row.
 """
 
@@ -34,21 +46,28 @@ import hashlib
 import json
 import logging
 import secrets
-from collections.abc import Sequence
+import time
+from collections import defaultdict
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
+from isorun_hostd.agent_channel import AgentError, ChannelError
 from isorun_hostd.api.models import NodeInfo, NodeSandbox
 from isorun_hostd.images import ImageError
 from isorun_hostd.sandboxes import NoRoom, RuntimeRefused
+from isorun_hostd.snapshots import SnapshotNotFound as NodeSnapshotNotFound
 from isorun_hostd.vm import VMError
-from isorun_hostd.vm.errors import BootTimeout
-from sqlalchemy import and_, or_, select, update
+from isorun_hostd.vm.errors import BootTimeout, SnapshotError, StateError
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from isorun_backend.core.config import BackendSettings
 from isorun_backend.core.security import Principal
 from isorun_backend.models import (
+    ForkCreate,
+    ForkList,
+    HibernationSpan,
     IdempotencyRecord,
     SandboxCreate,
     SandboxList,
@@ -56,6 +75,7 @@ from isorun_backend.models import (
     SandboxRow,
     SandboxState,
     SandboxUpdate,
+    SnapshotRow,
     utcnow,
 )
 from isorun_backend.nodes import Node, NodeUnavailable, place
@@ -67,6 +87,8 @@ from isorun_backend.services.errors import (
     SandboxNotFound,
     SandboxNotRunning,
     ServiceError,
+    SnapshotFailed,
+    SnapshotNotFound,
     Unavailable,
 )
 from isorun_backend.services.quotas import QuotaService
@@ -107,6 +129,12 @@ class SandboxService:
         # Nodes that did not answer the last reconciliation: their rows' state is unknown.
         self._unreached: set[str] = set()
         self._reaper: asyncio.Task[None] | None = None
+        # Per sandbox: fork, snapshot, hibernate and resume one at a time.
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # Per node: forks in flight, whose clones (named by the node) are not yet ``_live``.
+        self._forking: defaultdict[str, int] = defaultdict(int)
+        # Last exec, file or process call per sandbox (monotonic), for auto-hibernation.
+        self._active: dict[str, float] = {}
 
     async def start(self) -> None:
         """Start the nodes, reconcile rows with their VMs, and start the TTL reaper."""
@@ -146,16 +174,25 @@ class SandboxService:
             QuotaExceeded: the tenant's running sandboxes and creates in flight leave no room.
             Unavailable, InternalError: the VM did not boot.
         """
-        reference = images.resolve(body.image, self._settings.image_aliases)
+        request_hash = _request_hash(body)
+        snapshot: SnapshotRow | None = None
+        if body.snapshot is not None:
+            snapshot = await self._snapshot_row(principal, body.snapshot)
+            body = _from_snapshot(body, snapshot)
+            reference = snapshot.image_ref
+        else:
+            reference = images.resolve(body.image or "python", self._settings.image_aliases)
         if idempotency_key is not None:
-            replay = await self._reserve(principal, idempotency_key, _request_hash(body))
+            replay = await self._reserve(principal, idempotency_key, request_hash)
             if replay is not None:
                 return await self._public_any(principal, replay), True
         try:
             async with self._quotas.reserve(
                 principal.tenant_id, body.vcpus, body.memory_mib
             ) as reservation:
-                public = await self._boot(principal, body, reference, idempotency_key, reservation)
+                public = await self._boot(
+                    principal, body, reference, idempotency_key, reservation, snapshot=snapshot
+                )
         except BaseException:
             if idempotency_key is not None:
                 await asyncio.shield(self._release(principal, idempotency_key))
@@ -169,15 +206,20 @@ class SandboxService:
         reference: str,
         idempotency_key: str | None,
         reservation: str,
+        *,
+        snapshot: SnapshotRow | None = None,
     ) -> SandboxPublic:
-        node, vm = await self._create_vm(reference, body)
+        if snapshot is None:
+            node, vm = await self._create_vm(reference, body)
+        else:
+            node, vm = await self._restore_vm(snapshot)
         self._live[vm.id] = node
         now = utcnow()
         row = SandboxRow(
             id=vm.id,
             node=node.name,
             tenant_id=principal.tenant_id,
-            image=body.image,
+            image=body.image or "python",
             image_ref=vm.image_ref,
             state="running",
             vcpus=body.vcpus,
@@ -187,6 +229,8 @@ class SandboxService:
             labels=body.labels,
             created_at=now,
             expires_at=now + dt.timedelta(seconds=body.timeout_s),
+            from_snapshot=snapshot.id if snapshot is not None else None,
+            auto_hibernate_s=body.auto_hibernate_s,
         )
         try:
             async with self._db.session() as session, session.begin():
@@ -235,6 +279,50 @@ class SandboxService:
         except VMError as exc:
             raise InternalError(f"the sandbox did not boot: {exc}") from exc
         return node, vm
+
+    async def _restore_vm(self, snapshot: SnapshotRow) -> tuple[Node, NodeSandbox]:
+        """Boot a sandbox from ``snapshot`` on the node that holds it (no placement: no other
+        node has its state). Its id stays ``_busy`` until the caller has written its row.
+
+        Raises:
+            SnapshotNotFound, SnapshotFailed, Unavailable, InternalError.
+        """
+        node = self._nodes.get(snapshot.node)
+        if node is None:
+            raise Unavailable(
+                f"snapshot {snapshot.id} is on node {snapshot.node}, which is not configured"
+            )
+        sandbox_id = f"sb-{secrets.token_hex(6)}"
+        self._busy.add(sandbox_id)
+        try:
+            try:
+                vm = await node.restore(snapshot.id, sandbox_id)
+            except BaseException:
+                self._busy.discard(sandbox_id)
+                raise
+        except NodeSnapshotNotFound as exc:
+            raise SnapshotFailed(
+                f"snapshot {snapshot.id} is gone from node {node.name}: {exc}"
+            ) from exc
+        except NoRoom as exc:
+            raise Unavailable(f"node {node.name}: {exc}") from exc
+        except SnapshotError as exc:
+            raise SnapshotFailed(f"snapshot {snapshot.id} could not be restored: {exc}") from exc
+        except (RuntimeRefused, VMError) as exc:
+            raise InternalError(f"the sandbox did not start from its snapshot: {exc}") from exc
+        return node, vm
+
+    def node(self, name: str) -> Node | None:
+        """The configured node of that name."""
+        return self._nodes.get(name)
+
+    async def _snapshot_row(self, principal: Principal, snapshot_id: str) -> SnapshotRow:
+        """Raises: SnapshotNotFound (also for another tenant's snapshot)."""
+        async with self._db.session() as session:
+            snapshot = await session.get(SnapshotRow, snapshot_id)
+        if snapshot is None or snapshot.tenant_id != principal.tenant_id:
+            raise SnapshotNotFound(snapshot_id)
+        return snapshot
 
     async def _place(self, reference: str, vcpus: int, mem_mib: int) -> Node:
         """The node to create on: room first, then the image cached, then least loaded.
@@ -290,7 +378,7 @@ class SandboxService:
         for key, value in (labels or {}).items():
             query = query.where(SandboxRow.labels[key].as_string() == value)
         if cursor is not None:
-            created_at, last_id = _decode_cursor(cursor)
+            created_at, last_id = decode_cursor(cursor)
             query = query.where(
                 or_(
                     SandboxRow.created_at < created_at,
@@ -301,7 +389,7 @@ class SandboxService:
         async with self._db.session() as session:
             rows = list(await session.scalars(query))
         page = rows[:limit]
-        next_cursor = _encode_cursor(page[-1]) if len(rows) > limit else None
+        next_cursor = encode_cursor(page[-1]) if len(rows) > limit else None
         return SandboxList(
             data=[_public(row, self._meter) for row in page], next_cursor=next_cursor
         )
@@ -328,10 +416,46 @@ class SandboxService:
         async with self._db.session() as session, session.begin():
             row = await _row(session, principal, sandbox_id)
             row.deleted_at = utcnow()
-            if row.state == "running":
+            was = row.state
+            if row.state == "hibernated":
+                _end_hibernation(row, row.deleted_at)
+                await _close_span(session, sandbox_id, row.deleted_at)
+            if row.state in ("running", "hibernated"):
                 row.state = "stopped"
                 row.stopped_at = row.deleted_at
+            node_name = row.node
+        node = self._nodes.get(node_name)
+        if was == "hibernated" and node is not None:
+            try:
+                await node.forget_hibernation(sandbox_id)
+            except (NodeUnavailable, NodeSnapshotNotFound) as exc:
+                log.warning("sandbox %s deleted; its hibernated state stays: %s", sandbox_id, exc)
+        await self._collect_snapshots(sandbox_id)
+        self._locks.pop(sandbox_id, None)
+        self._active.pop(sandbox_id, None)
         log.info("sandbox %s deleted", sandbox_id)
+
+    async def _collect_snapshots(self, sandbox_id: str) -> None:
+        """Delete the snapshots of a deleted sandbox that are not marked ``keep``."""
+        async with self._db.session() as session:
+            snapshots = list(
+                await session.scalars(
+                    select(SnapshotRow).where(
+                        SnapshotRow.sandbox_id == sandbox_id, SnapshotRow.keep.is_(False)
+                    )
+                )
+            )
+        for snapshot in snapshots:
+            node = self._nodes.get(snapshot.node)
+            try:
+                if node is not None:
+                    await node.delete_snapshot(snapshot.id)
+            except NodeUnavailable as exc:
+                log.warning("snapshot %s of %s not collected: %s", snapshot.id, sandbox_id, exc)
+                continue
+            async with self._db.session() as session, session.begin():
+                await session.execute(delete(SnapshotRow).where(SnapshotRow.id == snapshot.id))
+            log.info("snapshot %s collected with its sandbox %s", snapshot.id, sandbox_id)
 
     async def keepalive(
         self, principal: Principal, sandbox_id: str, body: SandboxUpdate
@@ -351,11 +475,19 @@ class SandboxService:
     async def running(self, principal: Principal, sandbox_id: str) -> Running:
         """The tenant's sandbox and its VM, for exec, processes and files.
 
+        A hibernated sandbox is resumed first.
+
         Raises:
-            SandboxNotFound, SandboxNotRunning, Unavailable (its node does not answer).
+            SandboxNotFound, SandboxNotRunning, Unavailable (its node does not answer),
+            SnapshotFailed, QuotaExceeded (the resume of a hibernated one failed).
         """
         async with self._db.session() as session:
             row = await _row(session, principal, sandbox_id)
+        if row.state == "hibernated":
+            await self.resume(principal, sandbox_id)
+            async with self._db.session() as session:
+                row = await _row(session, principal, sandbox_id)
+        self._active[sandbox_id] = time.monotonic()
         node = self._live.get(sandbox_id)
         if row.state == "running" and node is None and row.node in self._unreached:
             raise Unavailable(f"node {row.node} of sandbox {sandbox_id} does not answer")
@@ -369,6 +501,253 @@ class SandboxService:
         if sandbox_id not in self._live:
             return SandboxNotRunning(sandbox_id, "stopped")
         return InternalError(f"lost the connection to the sandbox: {exc}", sandbox_id=sandbox_id)
+
+    # -- fork, hibernate, resume -----------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def saving(
+        self, principal: Principal, sandbox_id: str, what: str
+    ) -> AsyncIterator[tuple[SandboxRow, Node]]:
+        """Hold the sandbox's lock for a save (fork, snapshot, hibernate); yields its row and
+        node. ``what`` names the operation in the refusal.
+
+        Raises:
+            SandboxNotFound, SandboxNotRunning (hibernated, stopped or failed), Unavailable.
+        """
+        async with self._locks[sandbox_id]:
+            async with self._db.session() as session:
+                row = await _row(session, principal, sandbox_id)
+            node = self._live.get(sandbox_id)
+            if row.state == "running" and node is None and row.node in self._unreached:
+                raise Unavailable(f"node {row.node} of sandbox {sandbox_id} does not answer")
+            if row.state != "running" or node is None:
+                state = "stopped" if row.state == "running" else row.state
+                raise SandboxNotRunning(sandbox_id, state, what=what)
+            self._active[sandbox_id] = time.monotonic()
+            yield row, node
+
+    async def fork(self, principal: Principal, sandbox_id: str, body: ForkCreate) -> ForkList:
+        """``body.count`` clones of a running sandbox (its files and processes as they are),
+        each a new sandbox of the same tenant with the source's labels, env and metadata.
+        All or none; they count against the quota as creates do.
+
+        Raises:
+            SandboxNotFound, SandboxNotRunning, QuotaExceeded, Unavailable (no room on the
+            source's node), SnapshotFailed, InternalError.
+        """
+        async with (
+            self.saving(principal, sandbox_id, "fork") as (source, node),
+            self._quotas.reserve(
+                principal.tenant_id, source.vcpus, source.memory_mib, count=body.count
+            ) as reservation,
+        ):
+            clones = await self._fork_vms(node, sandbox_id, body.count)
+            now = utcnow()
+            expires_at = (
+                source.expires_at
+                if body.timeout_s is None
+                else now + dt.timedelta(seconds=body.timeout_s)
+            )
+            rows = [
+                SandboxRow(
+                    id=clone.id,
+                    node=node.name,
+                    tenant_id=principal.tenant_id,
+                    image=source.image,
+                    image_ref=source.image_ref,
+                    state="running",
+                    vcpus=source.vcpus,
+                    memory_mib=source.memory_mib,
+                    env=dict(source.env),
+                    meta=dict(source.meta),
+                    labels=dict(source.labels),
+                    created_at=now,
+                    expires_at=expires_at,
+                    forked_from=sandbox_id,
+                    auto_hibernate_s=source.auto_hibernate_s,
+                )
+                for clone in clones
+            ]
+            try:
+                async with self._db.session() as session, session.begin():
+                    session.add_all(rows)
+                    await self._quotas.settle(session, reservation)
+            except BaseException:
+                for clone in clones:
+                    self._live.pop(clone.id, None)
+                await asyncio.shield(
+                    asyncio.gather(
+                        *(node.destroy(clone.id) for clone in clones), return_exceptions=True
+                    )
+                )
+                raise
+            finally:
+                self._busy.difference_update(clone.id for clone in clones)
+        log.info("sandbox %s forked into %s", sandbox_id, [clone.id for clone in clones])
+        return ForkList(data=[_public(row, self._meter) for row in rows])
+
+    async def _fork_vms(self, node: Node, sandbox_id: str, count: int) -> list[NodeSandbox]:
+        """The clones, ``_live`` and ``_busy`` (until the caller has written their rows)."""
+        self._forking[node.name] += 1
+        try:
+            clones = await node.fork(sandbox_id, count)
+            for clone in clones:
+                self._live[clone.id] = node
+                self._busy.add(clone.id)
+        except NoRoom as exc:
+            raise Unavailable(f"node {node.name}: {exc}") from exc
+        except ChannelError as exc:
+            raise self.lost(sandbox_id, exc) from exc
+        except (SnapshotError, StateError) as exc:
+            raise SnapshotFailed(
+                f"fork of {sandbox_id} failed: {exc}", sandbox_id=sandbox_id
+            ) from exc
+        except (AgentError, VMError, ValueError) as exc:
+            raise InternalError(
+                f"fork of {sandbox_id} failed: {exc}", sandbox_id=sandbox_id
+            ) from exc
+        finally:
+            self._forking[node.name] -= 1
+        return clones
+
+    async def hibernate(self, principal: Principal, sandbox_id: str) -> SandboxPublic:
+        """Save the sandbox to its node's disk and destroy its VM: it holds no quota and is not
+        metered until ``resume``. Hibernating a hibernated sandbox returns it as it is.
+
+        Raises:
+            SandboxNotFound, SandboxNotRunning (stopped or failed), Unavailable,
+            SnapshotFailed (the save failed; the sandbox keeps running).
+        """
+        async with self._db.session() as session:
+            if (await _row(session, principal, sandbox_id)).state == "hibernated":
+                return await self.get(principal, sandbox_id)
+        async with self.saving(principal, sandbox_id, "hibernate") as (_row_now, node):
+            await self._hibernate_vm(sandbox_id, node)
+        log.info("sandbox %s hibernated", sandbox_id)
+        return await self.get(principal, sandbox_id)
+
+    async def _hibernate_vm(self, sandbox_id: str, node: Node) -> None:
+        self._busy.add(sandbox_id)
+        try:
+            try:
+                await node.hibernate(sandbox_id)
+            except ChannelError as exc:
+                raise self.lost(sandbox_id, exc) from exc
+            except (SnapshotError, StateError) as exc:
+                raise SnapshotFailed(
+                    f"hibernate of {sandbox_id} failed; it keeps running: {exc}",
+                    sandbox_id=sandbox_id,
+                ) from exc
+            self._live.pop(sandbox_id, None)
+            now = utcnow()
+            async with self._db.session() as session, session.begin():
+                await session.execute(
+                    update(SandboxRow)
+                    .where(SandboxRow.id == sandbox_id, SandboxRow.state == "running")
+                    .values(state="hibernated", hibernated_at=now)
+                )
+                session.add(HibernationSpan(sandbox_id=sandbox_id, started_at=now))
+        finally:
+            self._busy.discard(sandbox_id)
+
+    async def resume(self, principal: Principal, sandbox_id: str) -> SandboxPublic:
+        """Bring a hibernated sandbox back, its processes and files as they were; its expiry
+        moves by the time it spent hibernated. Resuming a running sandbox returns it as is.
+
+        Raises:
+            SandboxNotFound, Conflict (stopped or failed), QuotaExceeded, Unavailable (its node
+            does not answer or has no room), SnapshotFailed (its saved state is missing or
+            corrupt, or the node changed; it stays hibernated).
+        """
+        async with self._locks[sandbox_id]:
+            async with self._db.session() as session:
+                row = await _row(session, principal, sandbox_id)
+            if row.state == "running":
+                return _public(row, self._meter)
+            if row.state != "hibernated":
+                raise Conflict(
+                    f"sandbox {sandbox_id!r} is {row.state}; only a hibernated sandbox resumes"
+                )
+            node = self._nodes.get(row.node)
+            if node is None:
+                raise Unavailable(f"sandbox {sandbox_id} hibernated on node {row.node}, gone")
+            async with self._quotas.reserve(
+                principal.tenant_id, row.vcpus, row.memory_mib
+            ) as reservation:
+                await self._resume_vm(sandbox_id, node, reservation)
+            self._active[sandbox_id] = time.monotonic()
+        log.info("sandbox %s resumed", sandbox_id)
+        return await self.get(principal, sandbox_id)
+
+    async def _resume_vm(self, sandbox_id: str, node: Node, reservation: str) -> None:
+        self._busy.add(sandbox_id)
+        try:
+            try:
+                await node.resume(sandbox_id)
+            except NoRoom as exc:
+                raise Unavailable(f"node {node.name}: {exc}") from exc
+            except (NodeSnapshotNotFound, SnapshotError) as exc:
+                raise SnapshotFailed(
+                    f"resume of {sandbox_id} failed; it stays hibernated: {exc}",
+                    sandbox_id=sandbox_id,
+                ) from exc
+            except (RuntimeRefused, VMError) as exc:
+                raise InternalError(
+                    f"resume of {sandbox_id} failed; it stays hibernated: {exc}",
+                    sandbox_id=sandbox_id,
+                ) from exc
+            self._live[sandbox_id] = node
+            try:
+                now = utcnow()
+                async with self._db.session() as session, session.begin():
+                    row = await session.get(SandboxRow, sandbox_id)
+                    assert row is not None and row.hibernated_at is not None
+                    row.expires_at += now - row.hibernated_at
+                    _end_hibernation(row, now)
+                    row.state = "running"
+                    await _close_span(session, sandbox_id, now)
+                    await self._quotas.settle(session, reservation)
+            except BaseException:
+                # The node deleted the hibernation on resume: save it again rather than lose it.
+                self._live.pop(sandbox_id, None)
+                await asyncio.shield(node.hibernate(sandbox_id))
+                raise
+        finally:
+            self._busy.discard(sandbox_id)
+
+    async def _auto_hibernate(self) -> None:
+        """Hibernate running sandboxes idle past their ``auto_hibernate_s``: no exec, file or
+        process call since, and no process started through the API still running."""
+        async with self._db.session() as session:
+            rows = (
+                await session.execute(
+                    select(SandboxRow.id, SandboxRow.auto_hibernate_s).where(
+                        SandboxRow.state == "running", SandboxRow.auto_hibernate_s.is_not(None)
+                    )
+                )
+            ).all()
+        now = time.monotonic()
+        for sandbox_id, idle_s in rows:
+            assert idle_s is not None
+            node = self._live.get(sandbox_id)
+            last = self._active.setdefault(sandbox_id, now)
+            if node is None or sandbox_id in self._busy or now - last < idle_s:
+                continue
+            lock = self._locks[sandbox_id]
+            if lock.locked():
+                continue
+            try:
+                listing = await node.processes(sandbox_id)
+                if any(process.running for process in listing.processes):
+                    self._active[sandbox_id] = now
+                    continue
+                async with lock:
+                    if self._live.get(sandbox_id) is not node or self._active[sandbox_id] != last:
+                        continue
+                    await self._hibernate_vm(sandbox_id, node)
+                log.info("sandbox %s idle for %s s; hibernated", sandbox_id, idle_s)
+            except (ServiceError, AgentError, ChannelError, VMError) as exc:
+                log.warning("auto-hibernate of %s failed: %s", sandbox_id, exc)
 
     # -- idempotency ---------------------------------------------------------------------------
 
@@ -423,7 +802,8 @@ class SandboxService:
                 log.exception("sandbox reaper pass failed; retrying next interval")
 
     async def reap(self) -> None:
-        """Stop the sandboxes past their expiry, and running rows that have no VM here."""
+        """Stop the sandboxes past their expiry, hibernate the idle ones that ask for it, and
+        stop running rows that have no VM here."""
         async with self._db.session() as session:
             expired = list(
                 await session.scalars(
@@ -447,6 +827,7 @@ class SandboxService:
                     continue
             stopped.append(sandbox_id)
         await self._set_stopped(stopped)
+        await self._auto_hibernate()
         await self.reconcile()
 
     async def reconcile(self) -> None:
@@ -500,6 +881,8 @@ class SandboxService:
         if gone:
             log.warning("sandboxes %s have no VM on node %s; stopped", gone, node.name)
             await self._set_stopped(gone)
+        if self._forking[node.name]:
+            return  # the clones of a fork in flight are on the node before they are ``_live``
         for sandbox_id in sorted(present - self._live.keys() - self._busy):
             log.warning(
                 "VM %s on node %s has no running sandbox; destroying it", sandbox_id, node.name
@@ -538,6 +921,49 @@ def _public(row: SandboxRow, meter: Meter) -> SandboxPublic:
         metadata=row.meta,
         labels=row.labels,
         usage=meter.sandbox(row),
+        forked_from=row.forked_from,
+        from_snapshot=row.from_snapshot,
+        hibernated_at=row.hibernated_at,
+        auto_hibernate_s=row.auto_hibernate_s,
+    )
+
+
+def _end_hibernation(row: SandboxRow, now: dt.datetime) -> None:
+    """Close the row's open hibernation span at ``now`` (its seconds join ``hibernated_s``)."""
+    if row.hibernated_at is not None:
+        row.hibernated_s = (row.hibernated_s or 0.0) + max(
+            (now - row.hibernated_at).total_seconds(), 0.0
+        )
+        row.hibernated_at = None
+
+
+async def _close_span(session: AsyncSession, sandbox_id: str, now: dt.datetime) -> None:
+    await session.execute(
+        update(HibernationSpan)
+        .where(HibernationSpan.sandbox_id == sandbox_id, HibernationSpan.ended_at.is_(None))
+        .values(ended_at=now)
+    )
+
+
+def _from_snapshot(body: SandboxCreate, snapshot: SnapshotRow) -> SandboxCreate:
+    """The create as the snapshot makes it: its image, vCPUs and memory.
+
+    Raises:
+        InvalidRequest: the body asks for another image, vCPU count or memory size.
+    """
+    given = body.model_fields_set
+    for name, wanted, saved in (
+        ("image", body.image, snapshot.image),
+        ("vcpus", body.vcpus, snapshot.vcpus),
+        ("memory_mib", body.memory_mib, snapshot.memory_mib),
+    ):
+        if name in given and wanted is not None and wanted != saved:
+            raise InvalidRequest(
+                f"snapshot {snapshot.id} has {name} {saved!r}; leave it out or repeat it",
+                field=name,
+            )
+    return body.model_copy(
+        update={"image": snapshot.image, "vcpus": snapshot.vcpus, "memory_mib": snapshot.memory_mib}
     )
 
 
@@ -545,12 +971,13 @@ def _request_hash(body: SandboxCreate) -> str:
     return hashlib.sha256(json.dumps(body.model_dump(), sort_keys=True).encode()).hexdigest()
 
 
-def _encode_cursor(row: SandboxRow) -> str:
+def encode_cursor(row: SandboxRow | SnapshotRow) -> str:
+    """A cursor after ``row`` in a (created_at, id) descending list."""
     raw = json.dumps([row.created_at.isoformat(), row.id]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def _decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
+def decode_cursor(cursor: str) -> tuple[dt.datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created_at, last_id = json.loads(raw)

@@ -3,6 +3,9 @@
 ```
 a sandbox's metered time   created_at ──────────────► stopped_at   (or now while running)
 a window since..until      clips it:  max(created_at, since) .. min(end, until)
+hibernated spans           are not metered: each span's part inside the clipped life is
+                           taken off (the Sandbox object's ``usage`` uses the row's
+                           ``hibernated_s`` and open ``hibernated_at`` instead of the spans)
 vcpu_seconds   = vcpus * seconds
 gib_seconds    = memory_mib / 1024 * seconds
 cost_usd       = (vcpu_seconds * price_vcpu_hour_usd + gib_seconds * price_gib_hour_usd) / 3600
@@ -26,7 +29,14 @@ from sqlalchemy import or_, select
 
 from isorun_backend.core.config import BackendSettings
 from isorun_backend.core.security import Principal
-from isorun_backend.models import SandboxRow, SandboxUsage, UsageLine, UsageReport, utcnow
+from isorun_backend.models import (
+    HibernationSpan,
+    SandboxRow,
+    SandboxUsage,
+    UsageLine,
+    UsageReport,
+    utcnow,
+)
 from isorun_backend.services.errors import InvalidRequest
 from isorun_backend.storage import Database
 
@@ -85,13 +95,28 @@ class Meter:
         return start, end if until is None else min(end, until)
 
     def sandbox(self, row: SandboxRow) -> SandboxUsage:
-        """The sandbox's whole life so far: the ``usage`` of the Sandbox object."""
+        """The sandbox's whole life so far, less its hibernations: the Sandbox's ``usage``."""
         start, end = self.span(row)
-        return self.between(row, start, end).public()
+        paused = row.hibernated_s or 0.0
+        if row.hibernated_at is not None:
+            paused += max((end - row.hibernated_at).total_seconds(), 0.0)
+        seconds = max((end - start).total_seconds() - paused, 0.0)
+        return self.totals(row.vcpus, row.memory_mib, seconds).public()
 
-    def between(self, row: SandboxRow, start: dt.datetime, end: dt.datetime) -> Totals:
+    def between(
+        self,
+        row: SandboxRow,
+        start: dt.datetime,
+        end: dt.datetime,
+        hibernations: list[HibernationSpan] = [],  # noqa: B006 - never mutated
+    ) -> Totals:
+        """Usage over ``start`` .. ``end``, less the parts of ``hibernations`` inside it."""
         seconds = max((end - start).total_seconds(), 0.0)
-        return self.totals(row.vcpus, row.memory_mib, seconds)
+        for span in hibernations:
+            span_end = span.ended_at if span.ended_at is not None else self.clock()
+            overlap = (min(end, span_end) - max(start, span.started_at)).total_seconds()
+            seconds -= max(overlap, 0.0)
+        return self.totals(row.vcpus, row.memory_mib, max(seconds, 0.0))
 
 
 class UsageService:
@@ -127,13 +152,22 @@ class UsageService:
             query = query.where(or_(SandboxRow.stopped_at.is_(None), SandboxRow.stopped_at > since))
         async with self._db.session() as session:
             rows = list(await session.scalars(query.order_by(SandboxRow.created_at, SandboxRow.id)))
+            spans: dict[str, list[HibernationSpan]] = {}
+            if rows:
+                hibernations = await session.scalars(
+                    select(HibernationSpan).where(
+                        HibernationSpan.sandbox_id.in_([row.id for row in rows])
+                    )
+                )
+                for span in hibernations:
+                    spans.setdefault(span.sandbox_id, []).append(span)
         lines: list[UsageLine] = []
         total = Totals()
         for row in rows:
             start, end = self._meter.span(row, since, until)
             if end <= start:
                 continue
-            usage = self._meter.between(row, start, end)
+            usage = self._meter.between(row, start, end, spans.get(row.id, []))
             total += usage
             lines.append(
                 UsageLine(

@@ -4,12 +4,15 @@
 exception                          status  code
 Unauthorized                       401     unauthorized
 UnknownSandbox                     404     sandbox_not_found
+SnapshotNotFound                   404     snapshot_not_found   (no such snapshot/hibernation)
 DuplicateSandbox                   409     sandbox_exists
 NoRoom                             503     no_room
 ImageError                         422     image        (reference, error = class name)
 AgentError                         400     agent        (op, agent_code)
 ChannelError (closed, violation)   502     channel
 BootTimeout                        504     vm
+StateError                         409     vm_state     (the VM cannot be saved in its state)
+SnapshotError                      500     snapshot     (a save or restore failed)
 VMError                            500     vm
 ValueError (request too large)     400     invalid_request
 ```
@@ -24,8 +27,9 @@ from isorun_hostd.agent_channel import AgentError, ChannelError
 from isorun_hostd.api.models import NodeProblem
 from isorun_hostd.images import ImageError
 from isorun_hostd.sandboxes import DuplicateSandbox, NoRoom
+from isorun_hostd.snapshots import SnapshotNotFound
 from isorun_hostd.vm import VMError
-from isorun_hostd.vm.errors import BootTimeout
+from isorun_hostd.vm.errors import BootTimeout, SnapshotError, StateError
 
 
 class Unauthorized(Exception):
@@ -42,12 +46,15 @@ class UnknownSandbox(Exception):
 _STATUS: list[tuple[type[Exception], int, str]] = [
     (Unauthorized, 401, "unauthorized"),
     (UnknownSandbox, 404, "sandbox_not_found"),
+    (SnapshotNotFound, 404, "snapshot_not_found"),
     (DuplicateSandbox, 409, "sandbox_exists"),
     (NoRoom, 503, "no_room"),
     (ImageError, 422, "image"),
     (AgentError, 400, "agent"),
     (ChannelError, 502, "channel"),
     (BootTimeout, 504, "vm"),
+    (StateError, 409, "vm_state"),
+    (SnapshotError, 500, "snapshot"),
     (VMError, 500, "vm"),
     (ValueError, 400, "invalid_request"),
 ]

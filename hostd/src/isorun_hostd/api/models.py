@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -11,6 +11,9 @@ MAX_SANDBOX_ID_CHARS = 32
 SANDBOX_ID_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
 NDJSON = "application/x-ndjson"
 STAT_HEADER = "X-Isorun-Stat"
+
+if TYPE_CHECKING:
+    from isorun_hostd.snapshots import SnapshotMeta
 
 
 class _Request(BaseModel):
@@ -86,3 +89,51 @@ class NodeProblem(BaseModel):
     reference: str | None = None
     op: str | None = None
     agent_code: str | None = None
+
+
+class NodeFork(_Request):
+    """POST /sandboxes/{id}/fork: the clones' ids are chosen by the node."""
+
+    count: int = Field(default=1, ge=1)
+
+
+class NodeSnapshotCreate(_Request):
+    """POST /sandboxes/{id}/snapshots: the backend names the snapshot, as it names sandboxes."""
+
+    id: str = Field(max_length=MAX_SANDBOX_ID_CHARS, pattern=SANDBOX_ID_PATTERN)
+
+
+class NodeRestore(_Request):
+    """POST /snapshots/{snapshot_id}/restore: the new sandbox's id, chosen by the backend."""
+
+    id: str = Field(max_length=MAX_SANDBOX_ID_CHARS, pattern=SANDBOX_ID_PATTERN)
+
+
+class NodeSnapshot(BaseModel):
+    """A saved sandbox state on this node: a named snapshot, or a hibernated sandbox."""
+
+    id: str
+    kind: Literal["snapshot", "hibernation"]
+    source_sandbox_id: str
+    image_ref: str = Field(description="pinned: registry/repo@sha256:...")
+    vcpus: int
+    mem_mib: int
+    size_bytes: int
+    created_unix: float
+
+    @classmethod
+    def from_meta(cls, meta: SnapshotMeta) -> NodeSnapshot:
+        return cls(
+            id=meta.snapshot_id,
+            kind=meta.kind,
+            source_sandbox_id=meta.source_sandbox_id,
+            image_ref=meta.image.pinned,
+            vcpus=meta.vcpus,
+            mem_mib=meta.mem_mib,
+            size_bytes=meta.size_bytes,
+            created_unix=meta.created_unix,
+        )
+
+
+class NodeSnapshotList(BaseModel):
+    data: list[NodeSnapshot]

@@ -45,6 +45,8 @@ from isorun._errors import (
     SandboxStateError,
     ServerError,
     ServiceUnavailable,
+    SnapshotFailed,
+    SnapshotNotFound,
     TransportError,
     TransportTimeout,
     UsageError,
@@ -61,10 +63,12 @@ from isorun._models import (
     OutputEvent,
     ProcessInfo,
     SandboxInfo,
+    Snapshot,
     StartEvent,
     WriteResult,
 )
 from isorun._sandbox import Sandbox
+from isorun._snapshots import AsyncSnapshots, Snapshots
 
 __all__ = [
     "USE_CLIENT_DEFAULT",
@@ -72,6 +76,7 @@ __all__ = [
     "AsyncClient",
     "AsyncFiles",
     "AsyncSandbox",
+    "AsyncSnapshots",
     "AuthenticationError",
     "Client",
     "Conflict",
@@ -109,6 +114,10 @@ __all__ = [
     "SandboxStateError",
     "ServerError",
     "ServiceUnavailable",
+    "Snapshot",
+    "SnapshotFailed",
+    "SnapshotNotFound",
+    "Snapshots",
     "StartEvent",
     "TransportError",
     "TransportTimeout",

@@ -8,6 +8,8 @@ both awaitable and an async context manager:
 sb = await AsyncSandbox.create("python")           POST; destroy() is up to the caller
 async with AsyncSandbox.create("python") as sb:     POST on enter, DELETE on exit
 sb = await AsyncSandbox.connect(id)                 GET: attach to an existing sandbox
+sb = await AsyncSandbox.from_snapshot(snap_id)      POST {"snapshot"}: continue from a snapshot
+clones = await sb.fork(2)                           clones sharing sb's client
 ```
 
 Method names follow httpx's AsyncClient: the coroutines keep the sync names (`await sb.exec`,
@@ -26,11 +28,19 @@ from typing import Any
 import httpx
 
 from isorun import _routes
-from isorun._base import USE_CLIENT_DEFAULT, TimeoutArg, logger, own_client_timeout, parse_model
+from isorun._base import (
+    USE_CLIENT_DEFAULT,
+    ClientLease,
+    Page,
+    TimeoutArg,
+    logger,
+    own_client_timeout,
+    parse_model,
+)
 from isorun._client import AsyncClient
 from isorun._errors import IsorunError, SandboxNotFound, UsageError
 from isorun._files import AsyncFiles
-from isorun._models import ExecEvent, ExecResult, ProcessInfo, SandboxInfo
+from isorun._models import ExecEvent, ExecResult, ProcessInfo, SandboxInfo, Snapshot
 from isorun._ndjson import ExecCollector, ExecStreamDecoder, OutputCallback
 
 DEFAULT_PAGE_SIZE = 50
@@ -92,7 +102,8 @@ class AsyncSandbox:
     Args:
         client: The client it talks through.
         info: Its description.
-        owns_client: Close `client` on `aclose()` / `destroy()`.
+        owns_client: Close `client` on `aclose()` / `destroy()` (once every clone `fork`
+            made from this sandbox has closed too).
     """
 
     files: AsyncFiles
@@ -102,7 +113,7 @@ class AsyncSandbox:
         self, client: AsyncClient, info: SandboxInfo, *, owns_client: bool = False
     ) -> None:
         self._client = client
-        self._owns_client = owns_client
+        self._lease: ClientLease | None = ClientLease(owned=owns_client)
         self._info = info
         self._destroyed = False
         self.files = AsyncFiles(client, info.id)
@@ -118,6 +129,8 @@ class AsyncSandbox:
         env: Mapping[str, str] | None = None,
         metadata: Mapping[str, str] | None = None,
         labels: Mapping[str, str] | None = None,
+        snapshot: str | None = None,
+        auto_hibernate_s: int | None = None,
         allow: Sequence[str] | None = None,
         deny: Sequence[str] | None = None,
         api_key: str | None = None,
@@ -147,6 +160,8 @@ class AsyncSandbox:
             labels=labels,
             allow=allow,
             deny=deny,
+            snapshot=snapshot,
+            auto_hibernate_s=auto_hibernate_s,
         )
 
         async def create() -> AsyncSandbox:
@@ -162,6 +177,41 @@ class AsyncSandbox:
             return cls(http, info, owns_client=owns)
 
         return SandboxCreation(create)
+
+    @classmethod
+    def from_snapshot(
+        cls,
+        snapshot_id: str,
+        *,
+        timeout_s: int = 300,
+        env: Mapping[str, str] | None = None,
+        metadata: Mapping[str, str] | None = None,
+        labels: Mapping[str, str] | None = None,
+        auto_hibernate_s: int | None = None,
+        api_key: str | None = None,
+        api_url: str | None = None,
+        client: AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: TimeoutArg = USE_CLIENT_DEFAULT,
+    ) -> SandboxCreation:
+        """`create(snapshot=snapshot_id, ...)`; see `Sandbox.from_snapshot`.
+
+        Raises:
+            SnapshotNotFound, SnapshotFailed: When awaited or entered.
+        """
+        return cls.create(
+            snapshot=snapshot_id,
+            timeout_s=timeout_s,
+            env=env,
+            metadata=metadata,
+            labels=labels,
+            auto_hibernate_s=auto_hibernate_s,
+            api_key=api_key,
+            api_url=api_url,
+            client=client,
+            transport=transport,
+            timeout=timeout,
+        )
 
     @classmethod
     async def connect(
@@ -249,6 +299,41 @@ class AsyncSandbox:
             SandboxStateError: The sandbox is not running.
         """
         answer = await self._client.send(_routes.keep_alive(self.id, timeout_s))
+        self._info = parse_model(SandboxInfo, answer)
+        return self._info
+
+    async def fork(
+        self, n: int = 1, *, timeout_s: int | None = None
+    ) -> builtins.list[AsyncSandbox]:
+        """Clone this running sandbox `n` times; arguments and errors as `Sandbox.fork`.
+
+        Returns:
+            Handles on the clones, sharing this sandbox's client.
+        """
+        answer = await self._client.send(_routes.fork_sandbox(self.id, n, timeout_s))
+        clones = []
+        for info in parse_model(Page[SandboxInfo], answer).data:
+            if self._lease is None:
+                raise UsageError("this sandbox handle is closed")
+            clone = AsyncSandbox(self._client, info)
+            clone._lease = self._lease.share()
+            clones.append(clone)
+        return clones
+
+    async def snapshot(self, *, keep: bool = False, name: str | None = None) -> Snapshot:
+        """Save this running sandbox; arguments and errors as `Sandbox.snapshot`."""
+        answer = await self._client.send(_routes.create_snapshot(self.id, keep=keep, name=name))
+        return parse_model(Snapshot, answer)
+
+    async def hibernate(self) -> SandboxInfo:
+        """Save the sandbox to disk and stop its VM; errors as `Sandbox.hibernate`."""
+        answer = await self._client.send(_routes.hibernate_sandbox(self.id))
+        self._info = parse_model(SandboxInfo, answer)
+        return self._info
+
+    async def resume(self) -> SandboxInfo:
+        """Bring a hibernated sandbox back; errors as `Sandbox.resume`."""
+        answer = await self._client.send(_routes.resume_sandbox(self.id))
         self._info = parse_model(SandboxInfo, answer)
         return self._info
 
@@ -393,8 +478,10 @@ class AsyncSandbox:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the client if this sandbox made its own; the sandbox itself keeps running."""
-        if self._owns_client:
+        """Close the client if this sandbox made its own (and no clone of it still uses it);
+        the sandbox itself keeps running."""
+        lease, self._lease = self._lease, None
+        if lease is not None and lease.release():
             await self._client.aclose()
 
     async def __aenter__(self) -> AsyncSandbox:

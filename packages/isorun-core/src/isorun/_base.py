@@ -51,6 +51,8 @@ from isorun._errors import (
     SandboxStateError,
     ServerError,
     ServiceUnavailable,
+    SnapshotFailed,
+    SnapshotNotFound,
     TransportError,
     TransportTimeout,
     UsageError,
@@ -117,6 +119,27 @@ class ApiRequest:
         """This request with query parameter `name` set to `value` (replacing it)."""
         params = (*(p for p in self.params if p[0] != name), (name, value))
         return replace(self, params=params)
+
+
+class ClientLease:
+    """Who closes a sandbox's client: nobody (one passed as `client=`), or the last of the
+    sandboxes sharing a client one of them made (a fork's clones share their source's).
+
+    Each holder calls `release()` once; it answers True for the holder that must close it.
+    """
+
+    def __init__(self, *, owned: bool) -> None:
+        self.owned = owned
+        self.holders = 1
+
+    def share(self) -> ClientLease:
+        """This lease with one more holder."""
+        self.holders += 1
+        return self
+
+    def release(self) -> bool:
+        self.holders -= 1
+        return self.owned and self.holders == 0
 
 
 def client_headers(api_key: str) -> dict[str, str]:
@@ -198,6 +221,8 @@ _CODE_ERRORS: dict[str, type[APIError]] = {
     "invalid_request": InvalidRequest,
     "unauthorized": AuthenticationError,
     "sandbox_not_found": SandboxNotFound,
+    "snapshot_not_found": SnapshotNotFound,
+    "snapshot_failed": SnapshotFailed,
     "not_found": NotFound,
     "image_rejected": ImageRejected,
     "image_unavailable": ImageUnavailable,

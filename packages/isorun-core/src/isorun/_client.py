@@ -50,6 +50,7 @@ from isorun._base import (
 from isorun._config import resolve
 from isorun._errors import UsageError
 from isorun._models import Health
+from isorun._snapshots import AsyncSnapshots, Snapshots
 
 
 class _ClientSettings:
@@ -139,6 +140,8 @@ class Client(_ClientSettings):
         self._http = httpx.Client(
             base_url=self.api_url, headers=self._headers, timeout=self.timeout, transport=transport
         )
+        self.snapshots = Snapshots(self)
+        """The tenant's snapshots: `list()`, `get(id)`, `delete(id)`."""
 
     def __enter__(self) -> Client:
         self._enter_state()
@@ -267,6 +270,8 @@ class AsyncClient(_ClientSettings):
         self._http = httpx.AsyncClient(
             base_url=self.api_url, headers=self._headers, timeout=self.timeout, transport=transport
         )
+        self.snapshots = AsyncSnapshots(self)
+        """The tenant's snapshots: `list()`, `await get(id)`, `await delete(id)`."""
 
     async def __aenter__(self) -> AsyncClient:
         self._enter_state()

@@ -12,14 +12,16 @@ IsorunError                                  .sandbox_id where one is involved
 │   ├── AuthenticationError                  401 unauthorized (also: no API key configured)
 │   ├── Forbidden                            403 (a proxy in front; the API itself answers 404)
 │   ├── NotFound                             404 not_found (files, processes, routes)
-│   │   └── SandboxNotFound                  404 sandbox_not_found
+│   │   ├── SandboxNotFound                  404 sandbox_not_found
+│   │   └── SnapshotNotFound                 404 snapshot_not_found
 │   ├── Conflict                             409 conflict
 │   │   └── SandboxStateError(state, required)   409 sandbox_not_running, also a SandboxError
 │   ├── FileError                            400 file_error (the guest's error code in .detail)
 │   ├── QuotaExceeded                        429 quota_exceeded
 │   └── ServerError                          500 internal, other 5xx
 │       ├── ServiceUnavailable               503 unavailable, 502/504 from a gateway (retryable)
-│       └── ImageUnavailable                 502 image_unavailable
+│       ├── ImageUnavailable                 502 image_unavailable
+│       └── SnapshotFailed                   500 snapshot_failed (a save or restore failed)
 ├── SandboxError
 │   ├── SandboxStateError                    (see above)
 │   ├── ExecFailed(result)                   exec(check=True) / ExecResult.check(): exit != 0
@@ -175,6 +177,10 @@ class SandboxNotFound(NotFound):
     """The sandbox does not exist, was deleted, or belongs to another tenant (404)."""
 
 
+class SnapshotNotFound(NotFound):
+    """The snapshot does not exist, was deleted, or belongs to another tenant (404)."""
+
+
 class Conflict(APIError):
     """The request conflicts with the current state of the object (409 conflict)."""
 
@@ -199,6 +205,11 @@ class ServiceUnavailable(ServerError):
 
 class ImageUnavailable(ServerError):
     """The image's registry could not be reached or refused our credentials (502)."""
+
+
+class SnapshotFailed(ServerError):
+    """A save or restore failed: disk full, saved state missing or corrupt, or the node changed
+    (500 snapshot_failed). Not retryable: a hibernated sandbox stays hibernated."""
 
 
 # --- sandbox outcomes ------------------------------------------------------------------------

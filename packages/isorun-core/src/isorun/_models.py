@@ -26,8 +26,12 @@ class SandboxInfo(_Wire):
         id: `sb-...`.
         image: The image as asked (a short name such as "python", or a reference).
         image_ref: The pinned reference it resolved to (`registry/repo@sha256:...`).
-        state: "running", "stopped" or "failed".
-        expires_at: When the sandbox is destroyed unless kept alive.
+        state: "running", "hibernated", "stopped" or "failed".
+        expires_at: When the sandbox is destroyed unless kept alive (paused while hibernated).
+        forked_from: The sandbox this one is a clone of (`fork`).
+        from_snapshot: The snapshot this one started from.
+        hibernated_at: When it was hibernated, while it is.
+        auto_hibernate_s: Idle seconds after which the backend hibernates it, if set.
     """
 
     id: str
@@ -41,6 +45,33 @@ class SandboxInfo(_Wire):
     env: dict[str, str] = Field(default_factory=dict)
     metadata: dict[str, str] = Field(default_factory=dict)
     labels: dict[str, str] = Field(default_factory=dict)
+    forked_from: str | None = None
+    from_snapshot: str | None = None
+    hibernated_at: datetime | None = None
+    auto_hibernate_s: int | None = None
+
+
+class Snapshot(_Wire):
+    """A sandbox's saved state (spec/api.md "Snapshots"), to start new sandboxes from.
+
+    Attributes:
+        id: `snap-...`; pass it as `snapshot=` to create a sandbox from it.
+        sandbox_id: The sandbox it was saved from.
+        name: The name given at save, if any.
+        keep: Kept when its sandbox is deleted (otherwise deleted with it).
+        size_bytes: Size of the saved state on its node.
+    """
+
+    id: str
+    sandbox_id: str
+    name: str | None = None
+    keep: bool = False
+    image: str
+    image_ref: str
+    vcpus: int
+    memory_mib: int
+    size_bytes: int = 0
+    created_at: datetime
 
 
 class ExecResult(_Wire):

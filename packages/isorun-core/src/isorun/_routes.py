@@ -43,22 +43,28 @@ def create_sandbox(
     labels: Mapping[str, str] | None,
     allow: Sequence[str] | None,
     deny: Sequence[str] | None,
+    snapshot: str | None = None,
+    auto_hibernate_s: int | None = None,
 ) -> ApiRequest:
     """`POST /v1/sandboxes` with a fresh `Idempotency-Key`, reused by this call's retries.
 
     `allow`/`deny` go out as `"network": {"allow": [...], "deny": [...]}`, only when one is
     given; the backend may ignore the member until egress policy lands (spec/api.md has no
-    `network` yet).
+    `network` yet). With `snapshot`, the snapshot fixes the image, vCPUs and memory, so those
+    are not sent.
     """
     body: dict[str, object] = {
-        "image": image,
-        "vcpus": vcpus,
-        "memory_mib": memory_mib,
         "timeout_s": timeout_s,
         "env": dict(env or {}),
         "metadata": dict(metadata or {}),
         "labels": dict(labels or {}),
     }
+    if snapshot is None:
+        body.update(image=image, vcpus=vcpus, memory_mib=memory_mib)
+    else:
+        body["snapshot"] = snapshot
+    if auto_hibernate_s is not None:
+        body["auto_hibernate_s"] = auto_hibernate_s
     if allow is not None or deny is not None:
         body["network"] = {"allow": list(allow or []), "deny": list(deny or [])}
     return ApiRequest(
@@ -112,6 +118,80 @@ def keep_alive(sandbox_id: str, timeout_s: int) -> ApiRequest:
         json={"timeout_s": timeout_s},
         sandbox_id=sandbox_id,
     )
+
+
+def fork_sandbox(sandbox_id: str, count: int, timeout_s: int | None) -> ApiRequest:
+    """`POST /v1/sandboxes/{id}/fork` (not retried: each one makes clones)."""
+    body: dict[str, object] = {"count": count}
+    if timeout_s is not None:
+        body["timeout_s"] = timeout_s
+    return ApiRequest(
+        "POST",
+        _sandbox_path(sandbox_id, "/fork"),
+        "fork",
+        idempotent=False,
+        json=body,
+        sandbox_id=sandbox_id,
+    )
+
+
+def hibernate_sandbox(sandbox_id: str) -> ApiRequest:
+    """`POST /v1/sandboxes/{id}/hibernate` (repeatable: a hibernated sandbox is answered as is)."""
+    return ApiRequest(
+        "POST",
+        _sandbox_path(sandbox_id, "/hibernate"),
+        "hibernate",
+        idempotent=True,
+        sandbox_id=sandbox_id,
+    )
+
+
+def resume_sandbox(sandbox_id: str) -> ApiRequest:
+    """`POST /v1/sandboxes/{id}/resume` (repeatable: a running sandbox is answered as is)."""
+    return ApiRequest(
+        "POST",
+        _sandbox_path(sandbox_id, "/resume"),
+        "resume",
+        idempotent=True,
+        sandbox_id=sandbox_id,
+    )
+
+
+def create_snapshot(sandbox_id: str, *, keep: bool, name: str | None) -> ApiRequest:
+    """`POST /v1/sandboxes/{id}/snapshots` (not retried: each one saves a snapshot)."""
+    body: dict[str, object] = {"keep": keep}
+    if name is not None:
+        body["name"] = name
+    return ApiRequest(
+        "POST",
+        _sandbox_path(sandbox_id, "/snapshots"),
+        "snapshot",
+        idempotent=False,
+        json=body,
+        sandbox_id=sandbox_id,
+    )
+
+
+def list_snapshots(*, sandbox_id: str | None, page_size: int) -> ApiRequest:
+    """`GET /v1/snapshots?sandbox_id=&limit=` (first page)."""
+    params = [("limit", str(page_size))]
+    if sandbox_id is not None:
+        params.append(("sandbox_id", sandbox_id))
+    return ApiRequest(
+        "GET", "/v1/snapshots", "list snapshots", idempotent=True, params=tuple(params)
+    )
+
+
+def get_snapshot(snapshot_id: str) -> ApiRequest:
+    """`GET /v1/snapshots/{id}`."""
+    path = f"/v1/snapshots/{quote(snapshot_id, safe='')}"
+    return ApiRequest("GET", path, "get snapshot", idempotent=True)
+
+
+def delete_snapshot(snapshot_id: str) -> ApiRequest:
+    """`DELETE /v1/snapshots/{id}`."""
+    path = f"/v1/snapshots/{quote(snapshot_id, safe='')}"
+    return ApiRequest("DELETE", path, "delete snapshot", idempotent=True)
 
 
 def exec_command(

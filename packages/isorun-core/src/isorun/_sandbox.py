@@ -6,8 +6,13 @@ Sandbox("python")          POST /v1/sandboxes   eager: the VM exists when the ca
   sb.exec / run / files    the VM's API
   exit of the with-block   DELETE (also when the block raised), then close its own client
 Sandbox.connect(id)        GET: a handle on an existing sandbox (destroy() still deletes it)
+Sandbox.from_snapshot(id)  POST {"snapshot"}: a new sandbox continuing from a snapshot
+sb.fork(n) / snapshot()    clones (handles sharing this one's client) / a saved state
+sb.hibernate() / resume()  to disk and back; an exec on a hibernated sandbox resumes it
 sb.close()                 release the HTTP connections only; the VM lives to its TTL
 ```
+A client a sandbox made for itself is shared with the clones `fork` returns, and closed by the
+last of them to close.
 
 The async twin is `AsyncSandbox` (`_async_sandbox`); both build their requests with `_routes`
 and parse answers with `_base` / `_ndjson`, and only send here.
@@ -25,6 +30,8 @@ from isorun import _routes
 from isorun._async_sandbox import AsyncSandbox, SandboxCreation
 from isorun._base import (
     USE_CLIENT_DEFAULT,
+    ClientLease,
+    Page,
     TimeoutArg,
     logger,
     own_client_timeout,
@@ -33,7 +40,7 @@ from isorun._base import (
 from isorun._client import AsyncClient, Client
 from isorun._errors import IsorunError, SandboxNotFound, UsageError
 from isorun._files import Files
-from isorun._models import ExecEvent, ExecResult, ProcessInfo, SandboxInfo
+from isorun._models import ExecEvent, ExecResult, ProcessInfo, SandboxInfo, Snapshot
 from isorun._ndjson import ExecCollector, ExecStreamDecoder, OutputCallback
 
 DEFAULT_PAGE_SIZE = 50
@@ -72,6 +79,11 @@ class Sandbox:
         env: Default environment of every exec.
         metadata: Free-form strings, returned as they are.
         labels: Strings to filter `Sandbox.list` by.
+        snapshot: Start from this snapshot (`snap-...`) instead of an image: its files and
+            processes as saved. The snapshot fixes the image, vCPUs and memory, so `image`,
+            `vcpus` and `memory_mib` are then not sent.
+        auto_hibernate_s: Let the backend hibernate the sandbox after this many idle seconds
+            (no exec, file or process call); the next call resumes it.
         allow: Egress allow-list (hosts, CIDRs); sent as `network.allow`.
         deny: Egress deny-list; sent as `network.deny`. The backend may not enforce `network`
             yet: check its release notes before relying on it.
@@ -88,6 +100,8 @@ class Sandbox:
         ImageUnavailable: Its registry could not be reached.
         InvalidRequest: A value is out of range.
         QuotaExceeded: The tenant may not create more sandboxes.
+        SnapshotNotFound: `snapshot` does not exist (for this tenant).
+        SnapshotFailed: The snapshot's state could not be restored.
         AuthenticationError: The key was refused.
         TransportError: The API could not be reached (after retries).
 
@@ -109,6 +123,8 @@ class Sandbox:
         env: Mapping[str, str] | None = None,
         metadata: Mapping[str, str] | None = None,
         labels: Mapping[str, str] | None = None,
+        snapshot: str | None = None,
+        auto_hibernate_s: int | None = None,
         allow: Sequence[str] | None = None,
         deny: Sequence[str] | None = None,
         api_key: str | None = None,
@@ -130,6 +146,8 @@ class Sandbox:
             labels=labels,
             allow=allow,
             deny=deny,
+            snapshot=snapshot,
+            auto_hibernate_s=auto_hibernate_s,
         )
         try:
             info = parse_model(SandboxInfo, http.send(req))
@@ -137,14 +155,54 @@ class Sandbox:
             if owns:
                 http.close()
             raise
-        self._bind(http, owns, info)
+        self._bind(http, ClientLease(owned=owns), info)
 
-    def _bind(self, client: Client, owns_client: bool, info: SandboxInfo) -> None:
+    def _bind(self, client: Client, lease: ClientLease, info: SandboxInfo) -> None:
         self._client = client
-        self._owns_client = owns_client
+        self._lease: ClientLease | None = lease
         self._info = info
         self._destroyed = False
         self.files = Files(client, info.id)
+
+    @classmethod
+    def from_snapshot(
+        cls,
+        snapshot_id: str,
+        *,
+        timeout_s: int = 300,
+        env: Mapping[str, str] | None = None,
+        metadata: Mapping[str, str] | None = None,
+        labels: Mapping[str, str] | None = None,
+        auto_hibernate_s: int | None = None,
+        api_key: str | None = None,
+        api_url: str | None = None,
+        client: Client | None = None,
+        transport: httpx.BaseTransport | None = None,
+        timeout: TimeoutArg = USE_CLIENT_DEFAULT,
+    ) -> Sandbox:
+        """A new sandbox continuing from a snapshot: `Sandbox(snapshot=snapshot_id, ...)`.
+
+        It runs on the node that holds the snapshot, with the snapshot's image, vCPUs and
+        memory, its files and processes as saved, and its own id and hostname.
+
+        Raises:
+            SnapshotNotFound: No such snapshot for this key's tenant.
+            SnapshotFailed: Its state could not be restored.
+            QuotaExceeded, ServiceUnavailable: As for `Sandbox()`.
+        """
+        return cls(
+            snapshot=snapshot_id,
+            timeout_s=timeout_s,
+            env=env,
+            metadata=metadata,
+            labels=labels,
+            auto_hibernate_s=auto_hibernate_s,
+            api_key=api_key,
+            api_url=api_url,
+            client=client,
+            transport=transport,
+            timeout=timeout,
+        )
 
     @classmethod
     def connect(
@@ -184,7 +242,7 @@ class Sandbox:
                 http.close()
             raise
         sandbox = cls.__new__(cls)
-        sandbox._bind(http, owns, info)
+        sandbox._bind(http, ClientLease(owned=owns), info)
         return sandbox
 
     @classmethod
@@ -239,6 +297,8 @@ class Sandbox:
         env: Mapping[str, str] | None = None,
         metadata: Mapping[str, str] | None = None,
         labels: Mapping[str, str] | None = None,
+        snapshot: str | None = None,
+        auto_hibernate_s: int | None = None,
         allow: Sequence[str] | None = None,
         deny: Sequence[str] | None = None,
         api_key: str | None = None,
@@ -264,6 +324,8 @@ class Sandbox:
             env=env,
             metadata=metadata,
             labels=labels,
+            snapshot=snapshot,
+            auto_hibernate_s=auto_hibernate_s,
             allow=allow,
             deny=deny,
             api_key=api_key,
@@ -304,6 +366,86 @@ class Sandbox:
         """
         answer = self._client.send(_routes.keep_alive(self.id, timeout_s))
         self._info = parse_model(SandboxInfo, answer)
+        return self._info
+
+    def fork(self, n: int = 1, *, timeout_s: int | None = None) -> builtins.list[Sandbox]:
+        """Clone this running sandbox `n` times, as it is now: files, running processes.
+
+        Each clone is a new sandbox (its own id, hostname, entropy and machine-id) with this
+        one's labels, env and metadata, and `forked_from` set to this id. This sandbox pauses
+        for one save and continues. All clones or none; they count against the quota.
+
+        Args:
+            n: Clones, 1..16.
+            timeout_s: The clones' time to live; None: this sandbox's expiry.
+
+        Returns:
+            Handles on the clones. They share this sandbox's client; destroying them (or
+            their with-blocks) deletes them.
+
+        Raises:
+            SandboxStateError: This sandbox is not running (hibernated ones included).
+            QuotaExceeded: The clones do not fit the tenant's quota.
+            ServiceUnavailable: Its node has no room for them.
+            SnapshotFailed: The save or a restore failed; this sandbox is unharmed.
+            OutcomeUnknown: The answer was lost: clones may exist (see `Sandbox.list`).
+        """
+        answer = self._client.send(_routes.fork_sandbox(self.id, n, timeout_s))
+        clones = []
+        for info in parse_model(Page[SandboxInfo], answer).data:
+            clone = Sandbox.__new__(Sandbox)
+            clone._bind(self._client, self._share_lease(), info)
+            clones.append(clone)
+        return clones
+
+    def _share_lease(self) -> ClientLease:
+        if self._lease is None:
+            raise UsageError("this sandbox handle is closed")
+        return self._lease.share()
+
+    def snapshot(self, *, keep: bool = False, name: str | None = None) -> Snapshot:
+        """Save this running sandbox (it pauses for the save, then continues).
+
+        Args:
+            keep: Keep the snapshot when this sandbox is deleted (else it goes with it).
+            name: A name to recognise it by.
+
+        Returns:
+            The snapshot; start sandboxes from it with `Sandbox.from_snapshot(snap.id)`.
+
+        Raises:
+            SandboxStateError: The sandbox is not running (hibernated ones included).
+            SnapshotFailed: The save failed (e.g. the node's disk is full); it is unharmed.
+        """
+        answer = self._client.send(_routes.create_snapshot(self.id, keep=keep, name=name))
+        return parse_model(Snapshot, answer)
+
+    def hibernate(self) -> SandboxInfo:
+        """Save the sandbox to disk and stop its VM: no usage, no quota until `resume`.
+
+        Returns:
+            The description, `state` "hibernated" (also in `info`).
+
+        Raises:
+            SandboxStateError: The sandbox is stopped.
+            SnapshotFailed: The save failed; the sandbox keeps running.
+        """
+        self._info = parse_model(SandboxInfo, self._client.send(_routes.hibernate_sandbox(self.id)))
+        return self._info
+
+    def resume(self) -> SandboxInfo:
+        """Bring a hibernated sandbox back, processes and files as they were. Any exec or file
+        call on a hibernated sandbox does this first by itself.
+
+        Returns:
+            The description, `state` "running" (also in `info`).
+
+        Raises:
+            Conflict: The sandbox is stopped.
+            QuotaExceeded: Resuming does not fit the tenant's quota.
+            SnapshotFailed: Its saved state is missing or corrupt; it stays hibernated.
+        """
+        self._info = parse_model(SandboxInfo, self._client.send(_routes.resume_sandbox(self.id)))
         return self._info
 
     def exec(
@@ -474,8 +616,10 @@ class Sandbox:
         self.close()
 
     def close(self) -> None:
-        """Close the client if this sandbox made its own; the sandbox itself keeps running."""
-        if self._owns_client:
+        """Close the client if this sandbox made its own (and no clone of it still uses it);
+        the sandbox itself keeps running."""
+        lease, self._lease = self._lease, None
+        if lease is not None and lease.release():
             self._client.close()
 
     def __enter__(self) -> Sandbox:

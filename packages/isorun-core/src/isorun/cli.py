@@ -4,8 +4,12 @@
 isorun up [--port N] [--data-dir DIR] [--local-images]   backend + embedded hostd + SQLite in DIR
 isorun keys create|revoke KEY_ID|ls [--data-dir DIR]     the database directly (works while up runs)
 isorun run IMAGE -- CMD [ARG...]     create, stream CMD's output, destroy; exit with CMD's status
+isorun run --snapshot SNAP -- CMD    the same in a sandbox started from a snapshot
 isorun exec ID -- CMD [ARG...]       the same in an existing sandbox
 isorun ls | rm ID                    list / delete the key's sandboxes
+isorun fork ID [-n N]                clone a running sandbox; prints the clones' ids
+isorun snapshot create ID [--keep] [--name N] | ls [--sandbox ID] | rm SNAP
+isorun hibernate ID | resume ID      to disk and back; prints the sandbox's state
 isorun usage [--since T] [--until T] the key's tenant's metered vCPU/GiB seconds and cost
 isorun doctor                        hostd's view of this host, and whether the API answers
 ```
@@ -109,7 +113,8 @@ def _parser() -> argparse.ArgumentParser:
     listing.set_defaults(handler=_keys_ls)
 
     run = commands.add_parser("run", help="create a sandbox, run a command in it, destroy it")
-    run.add_argument("image", help="short name (python) or OCI reference")
+    run.add_argument("image", nargs="?", help="short name (python) or OCI reference")
+    run.add_argument("--snapshot", help="start from this snapshot (snap-...) instead of an image")
     run.add_argument("--memory-mib", type=int, default=1024)
     run.add_argument("--vcpus", type=int, default=1)
     run.add_argument("--timeout", type=float, default=None, help="seconds the command may run")
@@ -126,12 +131,41 @@ def _parser() -> argparse.ArgumentParser:
     rm = commands.add_parser("rm", help="delete a sandbox")
     rm.add_argument("sandbox_id")
     rm.set_defaults(handler=_rm)
+    _saved_state_commands(commands)
     usage = commands.add_parser("usage", help="metered vCPU and memory time, and its cost")
     usage.add_argument("--since", help="RFC 3339 time with a zone (default: the beginning)")
     usage.add_argument("--until", help="RFC 3339 time with a zone (default: now)")
     usage.set_defaults(handler=_usage)
     commands.add_parser("doctor", help="check this host and the API").set_defaults(handler=_doctor)
     return parser
+
+
+def _saved_state_commands(commands: Any) -> None:
+    """fork, snapshot create|ls|rm, hibernate, resume."""
+    fork = commands.add_parser("fork", help="clone a running sandbox; print the clones' ids")
+    fork.add_argument("sandbox_id")
+    fork.add_argument("-n", "--count", type=int, default=1, help="clones to make (1..16)")
+    fork.set_defaults(handler=_fork)
+    snapshot = commands.add_parser("snapshot", help="save sandboxes, list and delete snapshots")
+    snapshot_commands = snapshot.add_subparsers(required=True, metavar="ACTION")
+    save = snapshot_commands.add_parser("create", help="save a running sandbox; print its id")
+    save.add_argument("sandbox_id")
+    save.add_argument("--keep", action="store_true", help="keep it when the sandbox is deleted")
+    save.add_argument("--name")
+    save.set_defaults(handler=_snapshot_create)
+    snapshots = snapshot_commands.add_parser("ls", help="list snapshots")
+    snapshots.add_argument("--sandbox", help="only this sandbox's")
+    snapshots.set_defaults(handler=_snapshot_ls)
+    drop = snapshot_commands.add_parser("rm", help="delete a snapshot")
+    drop.add_argument("snapshot_id")
+    drop.set_defaults(handler=_snapshot_rm)
+    for name, handler, what in (
+        ("hibernate", _hibernate, "save a sandbox to disk and stop its VM"),
+        ("resume", _resume, "bring a hibernated sandbox back"),
+    ):
+        command = commands.add_parser(name, help=what)
+        command.add_argument("sandbox_id")
+        command.set_defaults(handler=handler)
 
 
 def _data_dir_option(parser: argparse.ArgumentParser) -> None:
@@ -404,9 +438,16 @@ async def _stream(sandbox: AsyncSandbox, argv: list[str], timeout_s: float | Non
 def _run(args: argparse.Namespace) -> int:
     argv = _argv(args.command)
 
+    if (args.image is None) == (args.snapshot is None):
+        raise SystemExit("isorun: error: give an IMAGE or --snapshot SNAP (one of them)")
+
     async def run() -> int:
-        creation = AsyncSandbox.create(args.image, vcpus=args.vcpus, memory_mib=args.memory_mib)
-        sandbox = await _with_elapsed(f"creating a sandbox from {args.image}", creation)
+        if args.snapshot is not None:
+            creation = AsyncSandbox.from_snapshot(args.snapshot)
+        else:
+            creation = AsyncSandbox.create(args.image, vcpus=args.vcpus, memory_mib=args.memory_mib)
+        source = args.image or args.snapshot
+        sandbox = await _with_elapsed(f"creating a sandbox from {source}", creation)
         try:
             return await _stream(sandbox, argv, args.timeout)
         finally:
@@ -448,6 +489,77 @@ def _rm(args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(remove())
+
+
+def _fork(args: argparse.Namespace) -> int:
+    async def fork() -> int:
+        async with AsyncClient() as client:
+            sandbox = await AsyncSandbox.connect(args.sandbox_id, client=client)
+            for clone in await sandbox.fork(args.count):
+                print(clone.id)
+        return 0
+
+    return asyncio.run(fork())
+
+
+def _snapshot_create(args: argparse.Namespace) -> int:
+    async def save() -> int:
+        async with AsyncClient() as client:
+            sandbox = await AsyncSandbox.connect(args.sandbox_id, client=client)
+            print((await sandbox.snapshot(keep=args.keep, name=args.name)).id)
+        return 0
+
+    return asyncio.run(save())
+
+
+def _snapshot_ls(args: argparse.Namespace) -> int:
+    async def listing() -> int:
+        rows = [("ID", "SANDBOX", "NAME", "KEEP", "SIZE_MIB", "CREATED")]
+        async with AsyncClient() as client:
+            async for snap in client.snapshots.list(sandbox_id=args.sandbox):
+                rows.append(
+                    (
+                        snap.id,
+                        snap.sandbox_id,
+                        snap.name or "",
+                        "yes" if snap.keep else "no",
+                        f"{snap.size_bytes / (1 << 20):.1f}",
+                        snap.created_at.isoformat(timespec="seconds"),
+                    )
+                )
+        _print_table(rows)
+        return 0
+
+    return asyncio.run(listing())
+
+
+def _snapshot_rm(args: argparse.Namespace) -> int:
+    async def remove() -> int:
+        async with AsyncClient() as client:
+            await client.snapshots.delete(args.snapshot_id)
+        return 0
+
+    return asyncio.run(remove())
+
+
+def _hibernate(args: argparse.Namespace) -> int:
+    async def hibernate() -> int:
+        async with AsyncClient() as client:
+            sandbox = await AsyncSandbox.connect(args.sandbox_id, client=client)
+            print(f"{sandbox.id} {(await sandbox.hibernate()).state}")
+        return 0
+
+    return asyncio.run(hibernate())
+
+
+def _resume(args: argparse.Namespace) -> int:
+    async def resume() -> int:
+        async with AsyncClient() as client:
+            sandbox = await AsyncSandbox.connect(args.sandbox_id, client=client)
+            print(f"{sandbox.id} {(await sandbox.resume()).state}")
+        return 0
+
+    return asyncio.run(resume())
 
 
 def _usage(args: argparse.Namespace) -> int:

@@ -16,7 +16,9 @@ assert fake.exec_calls[0].command == "python -V"
 ```
 
 What it does: sandboxes (create with idempotency keys, get, list with filters and cursors,
-keep-alive, delete), exec (buffered and NDJSON-streamed) answered from scripted results, the
+keep-alive, delete), fork (clones copy the files), snapshots (save, list, get, delete, create
+from one, deleted with their sandbox unless kept), hibernate and resume (a call on a hibernated
+sandbox resumes it), exec (buffered and NDJSON-streamed) answered from scripted results, the
 process list of past execs, and a filesystem per sandbox in a dict, with the error codes the
 spec names. What it does not: run anything (an unscripted command exits 127 saying so), enforce
 quotas, resources or network policy, expire sandboxes, or keep file modes (stat says 0o644).
@@ -26,6 +28,7 @@ quotas, resources or network policy, expire sandboxes, or keep file modes (stat 
 from __future__ import annotations
 
 import base64
+import copy
 import itertools
 import json
 import posixpath
@@ -40,6 +43,9 @@ import httpx
 
 _SANDBOX_ROUTE = re.compile(r"/v1/sandboxes/(?P<id>[^/]+)(?P<rest>/.*)?")
 _SIGNAL_ROUTE = re.compile(r"/processes/(?P<pid>\d+)/signal")
+_SNAPSHOT_ROUTE = re.compile(r"/v1/snapshots/(?P<id>[^/]+)")
+# Calls that need a running sandbox and do not resume a hibernated one.
+_SAVES = {"/fork", "/snapshots"}
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,8 @@ class FakeBackend(httpx.MockTransport):
         self.exec_calls: list[ExecCall] = []
         self.requests: list[httpx.Request] = []
         self._sandboxes: dict[str, _FakeSandbox] = {}
+        # Snapshot id -> (its description, the sandbox's files and folders at the save).
+        self._snapshots: dict[str, tuple[dict[str, Any], _FakeSandbox]] = {}
         self._idempotency: dict[str, str] = {}
         self._scripts: dict[str | tuple[str, ...], _Scripted] = {}
         self._failures: list[_Problem] = []
@@ -122,6 +130,11 @@ class FakeBackend(httpx.MockTransport):
     def sandbox_ids(self) -> list[str]:
         """The ids of the sandboxes that exist (not deleted)."""
         return list(self._sandboxes)
+
+    @property
+    def snapshot_ids(self) -> list[str]:
+        """The ids of the snapshots that exist."""
+        return list(self._snapshots)
 
     # --- dispatch ---
 
@@ -157,13 +170,21 @@ class FakeBackend(httpx.MockTransport):
             )
         if path == "/v1/sandboxes":
             return self._create(request) if method == "POST" else self._list(request)
+        if path.startswith("/v1/snapshots"):
+            return self._snapshot_route(request)
         match = _SANDBOX_ROUTE.fullmatch(path)
         if match is None:
             raise _Problem(404, "not_found", f"no route {method} {path}")
         sandbox = self._sandboxes.get(match["id"])
         if sandbox is None:
             raise _Problem(404, "sandbox_not_found", f"no sandbox {match['id']}")
-        handler = self._sandbox_routes().get((method, match["rest"] or ""))
+        rest = match["rest"] or ""
+        state = sandbox.info["state"]
+        if rest in _SAVES and state != "running":
+            raise _Problem(409, "sandbox_not_running", f"sandbox {match['id']} is {state}")
+        if rest.startswith(("/exec", "/files", "/processes")) and state == "hibernated":
+            self._set_hibernated(sandbox, hibernated=False)
+        handler = self._sandbox_routes().get((method, rest))
         if handler is None and (signal := _SIGNAL_ROUTE.fullmatch(match["rest"] or "")):
             return self._signal(sandbox, int(signal["pid"]))
         if handler is None:
@@ -177,6 +198,10 @@ class FakeBackend(httpx.MockTransport):
             ("GET", ""): lambda sb, _: httpx.Response(200, json=sb.info),
             ("DELETE", ""): self._delete,
             ("POST", "/keepalive"): self._keep_alive,
+            ("POST", "/fork"): self._fork,
+            ("POST", "/snapshots"): self._snapshot,
+            ("POST", "/hibernate"): self._hibernate,
+            ("POST", "/resume"): self._resume,
             ("POST", "/exec"): self._exec,
             ("GET", "/processes"): lambda sb, _: _page(sb.processes),
             ("GET", "/files/content"): self._read,
@@ -195,6 +220,8 @@ class FakeBackend(httpx.MockTransport):
         if key in self._idempotency and self._idempotency[key] in self._sandboxes:
             return httpx.Response(201, json=self._sandboxes[self._idempotency[key]].info)
         body = json.loads(request.content)
+        if body.get("snapshot") is not None:
+            return self._restore(body, key)
         now = datetime.now(UTC)
         timeout_s = body.get("timeout_s", 300)
         info = {
@@ -209,11 +236,114 @@ class FakeBackend(httpx.MockTransport):
             "env": body.get("env", {}),
             "metadata": body.get("metadata", {}),
             "labels": body.get("labels", {}),
+            "forked_from": None,
+            "from_snapshot": None,
+            "hibernated_at": None,
+            "auto_hibernate_s": body.get("auto_hibernate_s"),
         }
         self._sandboxes[info["id"]] = _FakeSandbox(info)
         if key:
             self._idempotency[key] = info["id"]
         return httpx.Response(201, json=info)
+
+    def _restore(self, body: dict[str, Any], key: str | None) -> httpx.Response:
+        snapshot_id = body["snapshot"]
+        if snapshot_id not in self._snapshots:
+            raise _Problem(404, "snapshot_not_found", f"no snapshot {snapshot_id!r}")
+        snap, saved = self._snapshots[snapshot_id]
+        now = datetime.now(UTC)
+        info = {
+            **copy.deepcopy(saved.info),
+            "id": f"sb-{uuid.uuid4().hex[:12]}",
+            "state": "running",
+            "created_at": now.isoformat(),
+            "expires_at": (now + timedelta(seconds=body.get("timeout_s", 300))).isoformat(),
+            "env": body.get("env", {}),
+            "metadata": body.get("metadata", {}),
+            "labels": body.get("labels", {}),
+            "forked_from": None,
+            "from_snapshot": snap["id"],
+            "hibernated_at": None,
+        }
+        sandbox = _FakeSandbox(info, dict(saved.files), set(saved.dirs))
+        self._sandboxes[info["id"]] = sandbox
+        if key:
+            self._idempotency[key] = info["id"]
+        return httpx.Response(201, json=info)
+
+    def _fork(self, sandbox: _FakeSandbox, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content or b"{}")
+        count = body.get("count", 1)
+        if not 1 <= count <= 16:
+            raise _Problem(422, "invalid_request", "count: must be 1..16")
+        clones = []
+        for _ in range(count):
+            info = {
+                **copy.deepcopy(sandbox.info),
+                "id": f"sb-{uuid.uuid4().hex[:12]}",
+                "created_at": datetime.now(UTC).isoformat(),
+                "forked_from": sandbox.info["id"],
+            }
+            self._sandboxes[info["id"]] = _FakeSandbox(info, dict(sandbox.files), set(sandbox.dirs))
+            clones.append(info)
+        return httpx.Response(201, json={"data": clones, "next_cursor": None})
+
+    def _snapshot(self, sandbox: _FakeSandbox, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content or b"{}")
+        info = sandbox.info
+        snap = {
+            "id": f"snap-{uuid.uuid4().hex[:12]}",
+            "sandbox_id": info["id"],
+            "name": body.get("name"),
+            "keep": body.get("keep", False),
+            "image": info["image"],
+            "image_ref": info["image_ref"],
+            "vcpus": info["vcpus"],
+            "memory_mib": info["memory_mib"],
+            "size_bytes": sum(len(data) for data in sandbox.files.values()),
+            "created_at": datetime.now(UTC).isoformat(),
+        }
+        saved = _FakeSandbox(copy.deepcopy(info), dict(sandbox.files), set(sandbox.dirs))
+        self._snapshots[snap["id"]] = (snap, saved)
+        return httpx.Response(201, json=snap)
+
+    def _hibernate(self, sandbox: _FakeSandbox, _: httpx.Request) -> httpx.Response:
+        if sandbox.info["state"] not in ("running", "hibernated"):
+            raise _Problem(409, "sandbox_not_running", f"sandbox is {sandbox.info['state']}")
+        self._set_hibernated(sandbox, hibernated=True)
+        return httpx.Response(200, json=sandbox.info)
+
+    def _resume(self, sandbox: _FakeSandbox, _: httpx.Request) -> httpx.Response:
+        self._set_hibernated(sandbox, hibernated=False)
+        return httpx.Response(200, json=sandbox.info)
+
+    @staticmethod
+    def _set_hibernated(sandbox: _FakeSandbox, *, hibernated: bool) -> None:
+        sandbox.info["state"] = "hibernated" if hibernated else "running"
+        if hibernated and sandbox.info.get("hibernated_at") is None:
+            sandbox.info["hibernated_at"] = datetime.now(UTC).isoformat()
+        if not hibernated:
+            sandbox.info["hibernated_at"] = None
+
+    def _snapshot_route(self, request: httpx.Request) -> httpx.Response:
+        method, path = request.method, request.url.path
+        if path == "/v1/snapshots" and method == "GET":
+            params = request.url.params
+            found = [
+                snap
+                for snap, _ in reversed(self._snapshots.values())
+                if params.get("sandbox_id") in (None, snap["sandbox_id"])
+            ]
+            return _page(found)
+        match = _SNAPSHOT_ROUTE.fullmatch(path)
+        if match is None or method not in ("GET", "DELETE"):
+            raise _Problem(404, "not_found", f"no route {method} {path}")
+        if match["id"] not in self._snapshots:
+            raise _Problem(404, "snapshot_not_found", f"no snapshot {match['id']!r}")
+        if method == "DELETE":
+            del self._snapshots[match["id"]]
+            return httpx.Response(204)
+        return httpx.Response(200, json=self._snapshots[match["id"]][0])
 
     def _list(self, request: httpx.Request) -> httpx.Response:
         params = request.url.params
@@ -233,6 +363,9 @@ class FakeBackend(httpx.MockTransport):
 
     def _delete(self, sandbox: _FakeSandbox, _: httpx.Request) -> httpx.Response:
         del self._sandboxes[sandbox.info["id"]]
+        for snapshot_id, (snap, _saved) in list(self._snapshots.items()):
+            if snap["sandbox_id"] == sandbox.info["id"] and not snap["keep"]:
+                del self._snapshots[snapshot_id]
         return httpx.Response(204)
 
     def _keep_alive(self, sandbox: _FakeSandbox, request: httpx.Request) -> httpx.Response:

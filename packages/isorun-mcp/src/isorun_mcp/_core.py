@@ -28,7 +28,7 @@ def sandboxes(ctx: SessionContext) -> Sandboxes:
     return session
 
 
-async def sandbox_create(
+async def sandbox_create(  # noqa: PLR0917 - FastMCP passes tool arguments by name
     ctx: SessionContext,
     image: Annotated[
         str, Field(description='OCI image, or a short name such as "python".')
@@ -38,12 +38,25 @@ async def sandbox_create(
     timeout_s: Annotated[
         int, Field(ge=1, description="Seconds until the sandbox is destroyed on its own.")
     ] = 300,
+    snapshot: Annotated[
+        str | None,
+        Field(
+            description="Start from this snapshot (snap-...) instead of an image; it fixes the "
+            "image, vcpus and memory."
+        ),
+    ] = None,
 ) -> SandboxResult:
-    """Boot a new sandbox (a microVM from an OCI image) and return its sandbox_id."""
+    """Boot a new sandbox (a microVM from an OCI image, or from a snapshot) and return its
+    sandbox_id."""
     session = sandboxes(ctx)
     with tool_errors():
         sandbox = await AsyncSandbox.create(
-            image, vcpus=vcpus, memory_mib=memory_mib, timeout_s=timeout_s, client=session.client
+            image,
+            vcpus=vcpus,
+            memory_mib=memory_mib,
+            timeout_s=timeout_s,
+            snapshot=snapshot,
+            client=session.client,
         )
     session.remember(sandbox)
     return SandboxResult.of(sandbox.info)

@@ -1,8 +1,9 @@
 """The full profile's extra tools: everything else the isorun API can do today.
 
-Sandbox listing and keep-alive, the process list, and file stat/mkdir/remove/rename. Fork,
-snapshot, hibernate and public URLs join this profile when the API has them (spec/api.md has
-none of them yet), so a host that picked "full" gets them without a configuration change.
+Sandbox listing and keep-alive, the process list, file stat/mkdir/remove/rename, and the saved
+states: fork, snapshots (save, list, delete; `sandbox_create(snapshot=...)` starts from one),
+hibernate and resume. Public URLs join this profile when the API has them, so a host that picked
+"full" gets them without a configuration change.
 """
 
 from typing import Annotated
@@ -13,9 +14,21 @@ from mcp.types import ToolAnnotations
 from pydantic import Field
 
 from isorun_mcp._core import GuestPath, SandboxId, SessionContext, sandboxes
-from isorun_mcp._results import FileEntry, PathDone, Process, ProcessList, SandboxList
+from isorun_mcp._results import (
+    FileEntry,
+    Forked,
+    PathDone,
+    Process,
+    ProcessList,
+    SandboxList,
+    SnapshotDeleted,
+    SnapshotList,
+)
 from isorun_mcp._results import Sandbox as SandboxResult
+from isorun_mcp._results import Snapshot as SnapshotResult
 from isorun_mcp._sandboxes import Sandboxes, tool_errors
+
+SnapshotId = Annotated[str, Field(description="The id sandbox_snapshot returned (snap-...).")]
 
 
 async def sandbox_list(
@@ -87,6 +100,70 @@ async def sandbox_rename(
     return PathDone(path=dst)
 
 
+async def sandbox_fork(
+    ctx: SessionContext,
+    sandbox_id: SandboxId,
+    count: Annotated[int, Field(ge=1, le=16, description="How many clones to make.")] = 1,
+) -> Forked:
+    """Clone a running sandbox: each clone continues from it as it is now (files, running
+    processes) and is a sandbox of its own, to try different things in parallel."""
+    session = sandboxes(ctx)
+    async with session.use(sandbox_id) as sandbox:
+        clones = await sandbox.fork(count)
+    for clone in clones:
+        session.remember(clone)
+    return Forked(
+        source_sandbox_id=sandbox_id, sandboxes=[SandboxResult.of(c.info) for c in clones]
+    )
+
+
+async def sandbox_snapshot(
+    ctx: SessionContext,
+    sandbox_id: SandboxId,
+    keep: Annotated[
+        bool, Field(description="Keep it after the sandbox is deleted (else it goes with it).")
+    ] = False,
+    name: Annotated[str | None, Field(description="A name to recognise it by.")] = None,
+) -> SnapshotResult:
+    """Save a running sandbox (it continues); sandbox_create(snapshot=...) starts new sandboxes
+    from the saved state."""
+    async with sandboxes(ctx).use(sandbox_id) as sandbox:
+        return SnapshotResult.of(await sandbox.snapshot(keep=keep, name=name))
+
+
+async def sandbox_list_snapshots(
+    ctx: SessionContext,
+    sandbox_id: Annotated[str | None, Field(description="Only this sandbox's snapshots.")] = None,
+) -> SnapshotList:
+    """List the snapshots this API key can see, newest first."""
+    client = sandboxes(ctx).client
+    with tool_errors(sandbox_id):
+        found = [
+            SnapshotResult.of(snap) async for snap in client.snapshots.list(sandbox_id=sandbox_id)
+        ]
+    return SnapshotList(snapshots=found)
+
+
+async def sandbox_delete_snapshot(ctx: SessionContext, snapshot_id: SnapshotId) -> SnapshotDeleted:
+    """Delete a snapshot; sandboxes started from it keep running."""
+    with tool_errors():
+        await sandboxes(ctx).client.snapshots.delete(snapshot_id)
+    return SnapshotDeleted(snapshot_id=snapshot_id, deleted=True)
+
+
+async def sandbox_hibernate(ctx: SessionContext, sandbox_id: SandboxId) -> SandboxResult:
+    """Save the sandbox to disk and stop it: it costs nothing until sandbox_resume (or any
+    command or file call on it, which resumes it first)."""
+    async with sandboxes(ctx).use(sandbox_id) as sandbox:
+        return SandboxResult.of(await sandbox.hibernate())
+
+
+async def sandbox_resume(ctx: SessionContext, sandbox_id: SandboxId) -> SandboxResult:
+    """Bring a hibernated sandbox back, its processes and files as they were."""
+    async with sandboxes(ctx).use(sandbox_id) as sandbox:
+        return SandboxResult.of(await sandbox.resume())
+
+
 def register(server: FastMCP[Sandboxes]) -> None:
     """Add the full profile's extra tools to `server` (after the core ones)."""
     server.tool(annotations=ToolAnnotations(readOnlyHint=True))(sandbox_list)
@@ -96,3 +173,9 @@ def register(server: FastMCP[Sandboxes]) -> None:
     server.tool(annotations=ToolAnnotations(idempotentHint=True))(sandbox_mkdir)
     server.tool()(sandbox_remove)
     server.tool()(sandbox_rename)
+    server.tool()(sandbox_fork)
+    server.tool()(sandbox_snapshot)
+    server.tool(annotations=ToolAnnotations(readOnlyHint=True))(sandbox_list_snapshots)
+    server.tool(annotations=ToolAnnotations(destructiveHint=True))(sandbox_delete_snapshot)
+    server.tool(annotations=ToolAnnotations(idempotentHint=True))(sandbox_hibernate)
+    server.tool(annotations=ToolAnnotations(idempotentHint=True))(sandbox_resume)

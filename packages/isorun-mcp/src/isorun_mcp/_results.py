@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from isorun import ExecResult, FileStat, ProcessInfo, SandboxInfo
+from isorun import Snapshot as SnapshotInfo
 from pydantic import BaseModel
 
 
@@ -23,6 +24,8 @@ class Sandbox(BaseModel):
     vcpus: int
     memory_mib: int
     expires_at: datetime
+    forked_from: str | None = None
+    from_snapshot: str | None = None
 
     @classmethod
     def of(cls, info: SandboxInfo) -> Sandbox:
@@ -34,6 +37,8 @@ class Sandbox(BaseModel):
             vcpus=info.vcpus,
             memory_mib=info.memory_mib,
             expires_at=info.expires_at,
+            forked_from=info.forked_from,
+            from_snapshot=info.from_snapshot,
         )
 
 
@@ -150,3 +155,47 @@ class PathDone(BaseModel):
     """A filesystem change that has no other answer (mkdir, remove, rename): the path it left."""
 
     path: str
+
+
+class Forked(BaseModel):
+    """The clones a fork made: each a sandbox of its own, as the source was at the fork."""
+
+    source_sandbox_id: str
+    sandboxes: list[Sandbox]
+
+
+class Snapshot(BaseModel):
+    """A saved sandbox: `snapshot_id` is what `sandbox_create(snapshot=...)` takes."""
+
+    snapshot_id: str
+    sandbox_id: str
+    name: str | None
+    keep: bool
+    image: str
+    size_bytes: int
+    created_at: datetime
+
+    @classmethod
+    def of(cls, info: SnapshotInfo) -> Snapshot:
+        return cls(
+            snapshot_id=info.id,
+            sandbox_id=info.sandbox_id,
+            name=info.name,
+            keep=info.keep,
+            image=info.image,
+            size_bytes=info.size_bytes,
+            created_at=info.created_at,
+        )
+
+
+class SnapshotList(BaseModel):
+    """The snapshots the API key's tenant has, newest first."""
+
+    snapshots: list[Snapshot]
+
+
+class SnapshotDeleted(BaseModel):
+    """The snapshot is gone; sandboxes started from it are not affected."""
+
+    snapshot_id: str
+    deleted: bool

@@ -10,9 +10,9 @@ Errors, as the model sees them:
 
 ```
 guest outcome (non-zero exit, timed_out)      a normal result (`Exec`)
-SandboxNotFound, NotFound (missing path),     MCP tool error (isError): one line saying what
-FileError, SandboxStateError, other API or    was missing or refused, with the sandbox id and
-transport errors                              path, so the model can correct its next call
+SandboxNotFound, SnapshotNotFound, NotFound   MCP tool error (isError): one line saying what
+(missing path), FileError, SandboxStateError, was missing or refused, with the sandbox id and
+SnapshotFailed, other API or transport errors path, so the model can correct its next call
 ```
 """
 
@@ -29,6 +29,8 @@ from isorun import (
     NotFound,
     SandboxNotFound,
     SandboxStateError,
+    SnapshotFailed,
+    SnapshotNotFound,
 )
 from mcp.server.fastmcp.exceptions import ToolError
 
@@ -87,12 +89,20 @@ def tool_errors(sandbox_id: str | None = None, path: str | None = None) -> Itera
         raise ToolError(
             f"sandbox {sandbox_id} not found: it was deleted or expired, or the id is wrong"
         ) from exc
+    except SnapshotNotFound as exc:
+        raise ToolError(
+            "snapshot not found: it was deleted (or collected with its sandbox), or the id is "
+            f"wrong: {exc.detail or exc.message}"
+        ) from exc
     except NotFound as exc:
         what = f"no such file or directory: {path}" if path else exc.message
         raise ToolError(f"{what}{where}") from exc
     except SandboxStateError as exc:
         state = f" (it is {exc.state})" if exc.state else ""
-        raise ToolError(f"sandbox {sandbox_id} is not running{state}") from exc
+        hint = "; sandbox_resume brings it back" if exc.state == "hibernated" else ""
+        raise ToolError(f"sandbox {sandbox_id} is not running{state}{hint}") from exc
+    except SnapshotFailed as exc:
+        raise ToolError(f"saved state unusable{where}: {exc.detail or exc.message}") from exc
     except FileError as exc:
         subject = f"{path}: " if path else ""
         raise ToolError(f"{subject}{exc.message}{where}") from exc

@@ -2,8 +2,16 @@
 
 from fastapi import APIRouter
 
-from isorun_backend.api.routes import exec, files, health, processes, sandboxes, usage
+from isorun_backend.api.routes import (
+    exec,
+    files,
+    health,
+    processes,
+    sandboxes,
+    snapshots,
+    usage,
+)
 
 router = APIRouter(prefix="/v1")
-for module in (health, sandboxes, exec, processes, files, usage):
+for module in (health, sandboxes, snapshots, exec, processes, files, usage):
     router.include_router(module.router)

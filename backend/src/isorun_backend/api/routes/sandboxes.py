@@ -1,4 +1,4 @@
-"""spec/api.md "Sandboxes": create, list, get, delete, keepalive."""
+"""spec/api.md "Sandboxes": create, list, get, delete, keepalive, fork, hibernate, resume."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from isorun_backend.api.errors import responses
 from isorun_backend.models import (
     DEFAULT_LIST_LIMIT,
     MAX_LIST_LIMIT,
+    ForkCreate,
+    ForkList,
     SandboxCreate,
     SandboxList,
     SandboxPublic,
@@ -26,7 +28,7 @@ router = APIRouter(prefix="/sandboxes", tags=["sandboxes"], responses=responses(
     "",
     name="create",
     status_code=status.HTTP_201_CREATED,
-    responses=responses(409, 422, 502, 503),
+    responses=responses(404, 409, 422, 429, 500, 502, 503),
 )
 async def create_sandbox(
     body: SandboxCreate,
@@ -81,6 +83,35 @@ async def keepalive_sandbox(
     sandbox_id: str, body: SandboxUpdate, principal: PrincipalDep, sandboxes: SandboxesDep
 ) -> SandboxPublic:
     return await sandboxes.keepalive(principal, sandbox_id, body)
+
+
+@router.post(
+    "/{sandbox_id}/fork",
+    name="fork",
+    status_code=status.HTTP_201_CREATED,
+    responses=responses(404, 409, 422, 429, 500, 503),
+)
+async def fork_sandbox(
+    sandbox_id: str,
+    principal: PrincipalDep,
+    sandboxes: SandboxesDep,
+    body: ForkCreate | None = None,
+) -> ForkList:
+    return await sandboxes.fork(principal, sandbox_id, body or ForkCreate())
+
+
+@router.post("/{sandbox_id}/hibernate", name="hibernate", responses=responses(404, 409, 500, 503))
+async def hibernate_sandbox(
+    sandbox_id: str, principal: PrincipalDep, sandboxes: SandboxesDep
+) -> SandboxPublic:
+    return await sandboxes.hibernate(principal, sandbox_id)
+
+
+@router.post("/{sandbox_id}/resume", name="resume", responses=responses(404, 409, 429, 500, 503))
+async def resume_sandbox(
+    sandbox_id: str, principal: PrincipalDep, sandboxes: SandboxesDep
+) -> SandboxPublic:
+    return await sandboxes.resume(principal, sandbox_id)
 
 
 def _labels(pairs: list[str]) -> dict[str, str]:

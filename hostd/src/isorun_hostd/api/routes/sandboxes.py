@@ -20,12 +20,12 @@ async def create(body: NodeSandboxCreate, runtime: RuntimeDep) -> NodeSandbox:
     sandbox = await asyncio.shield(
         runtime.create(body.image_ref, vcpus=body.vcpus, mem_mib=body.mem_mib, sandbox_id=body.id)
     )
-    return _public(sandbox)
+    return public(sandbox)
 
 
 @router.get("", name="list")
 async def listing(runtime: RuntimeDep) -> NodeSandboxList:
-    return NodeSandboxList(data=[_public(sandbox) for sandbox in runtime.sandboxes])
+    return NodeSandboxList(data=[public(sandbox) for sandbox in runtime.sandboxes])
 
 
 @router.delete(
@@ -35,7 +35,7 @@ async def delete(sandbox: SandboxDep, runtime: RuntimeDep) -> None:
     await asyncio.shield(runtime.destroy(sandbox))
 
 
-def _public(sandbox: Sandbox) -> NodeSandbox:
+def public(sandbox: Sandbox) -> NodeSandbox:
     spec = sandbox.vm.spec
     return NodeSandbox(
         id=sandbox.id, image_ref=sandbox.image.pinned, vcpus=spec.vcpus, mem_mib=spec.mem_mib
