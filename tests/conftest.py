@@ -1,9 +1,9 @@
 """Fixtures for the end-to-end tests: a loopback registry with the fixture images, and one
 hostd runtime for the session that boots real microVMs (KVM if the probe allows, else TCG).
 
-Every test is checked for leaks: after it, no QEMU process, run folder entry or image cache
-file may exist that did not exist before it, other than those of sandboxes still alive in
-fixtures that outlive the test.
+Every test is checked for leaks: after it, no QEMU process, run folder entry, image cache file
+or template file may exist that did not exist before it, other than those of sandboxes still
+alive in fixtures that outlive the test and the session runtime's templates and warm pool.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from isorun_hostd.config import Settings
 from isorun_hostd.sandboxes import Runtime
 
 from tests.framework.registry import Registry, registry_with_fixtures
-from tests.host_tools.leaks import HostSnapshot
+from tests.host_tools.leaks import HostSnapshot, qemu_folders
 
 PYTHON_IMAGE = "python:3.11-bookworm"
 
@@ -48,16 +48,31 @@ def python_ref(registry: Registry) -> str:
 
 @pytest.fixture(autouse=True)
 def no_leaks(request: pytest.FixtureRequest, settings: Settings) -> Iterator[None]:
-    before = HostSnapshot.take(settings.run_dir, settings.images_dir)
+    dirs = (settings.run_dir, settings.images_dir, settings.template_dir, settings.templates_prefix)
+    before = HostSnapshot.take(*dirs)
     yield
     if "runtime" not in request.fixturenames:
         return
     runtime: Runtime = request.getfixturevalue("runtime")
-    after = HostSnapshot.take(settings.run_dir, settings.images_dir)
-    live = runtime.sandboxes
+    # The event loop is idle here, so the runtime's view cannot change under this check. A pool
+    # QEMU may still be starting (its pid not yet known): its command line names its folder.
+    after = HostSnapshot.take(*dirs)
+    folders = {s.vm.paths.root.name for s in runtime.sandboxes}
+    folders |= {vm.paths.root.name for vm in runtime.pool_vms()}
     leaked = after.added_since(before)
-    leaked.get("qemu processes", set()).difference_update(s.vm.pid for s in live)
-    leaked.get("run folder entries", set()).difference_update(s.id for s in live)
+    qemus = leaked.get("qemu processes", set())
+    named = qemu_folders({int(pid) for pid in qemus}, settings.run_dir)
+    qemus.difference_update(pid for pid, folder in named.items() if folder in folders)
+    leaked.get("run folder entries", set()).difference_update(folders)
+    # The runtime's own folder and its templates' files (a template's pool QEMUs are above).
+    root, folders_kept = "", set()
+    if runtime.templates is not None:
+        root = runtime.templates.root.name
+        folders_kept = {f"{root}/{t.folder.name}" for t in runtime.templates.templates}
+    files = leaked.get("template files", set())
+    files.difference_update(
+        {f for f in files if f in (root, *folders_kept) or str(f).rsplit("/", 1)[0] in folders_kept}
+    )
     # Verified blobs and built disks are meant to stay; anything in tmp/ is a leftover.
     cache = leaked.get("image cache files", set())
     cache.difference_update({f for f in cache if not str(f).startswith("tmp/")})

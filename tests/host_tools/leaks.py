@@ -7,6 +7,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+def qemu_folders(pids: set[int], run_dir: Path) -> dict[int, str]:
+    """For each QEMU pid, the name of the run folder under ``run_dir`` its command line names."""
+    prefix = f"{run_dir}/".encode()
+    folders = {}
+    for pid in pids:
+        try:
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        for arg in args:
+            start = arg.find(prefix)
+            if start >= 0:
+                folders[pid] = arg[start + len(prefix) :].split(b"/")[0].decode()
+                break
+    return folders
+
+
 def qemu_pids(run_dir: Path) -> set[int]:
     """PIDs of QEMU processes whose command line mentions ``run_dir``."""
     marker = str(run_dir).encode()
@@ -28,16 +45,26 @@ class HostSnapshot:
     qemu: frozenset[int]
     run_entries: frozenset[str]
     image_files: frozenset[str]
+    template_files: frozenset[str]
 
     @classmethod
-    def take(cls, run_dir: Path, images_dir: Path) -> HostSnapshot:
+    def take(
+        cls, run_dir: Path, images_dir: Path, template_dir: Path, templates_prefix: str
+    ) -> HostSnapshot:
+        """``template_dir``'s folders beginning with ``templates_prefix`` are those of runtimes
+        on ``run_dir`` (and their state folder); their files are listed as ``folder/path``."""
         run = frozenset(os.listdir(run_dir)) if run_dir.exists() else frozenset()
         images = (
             frozenset(str(p.relative_to(images_dir)) for p in images_dir.rglob("*"))
             if images_dir.exists()
             else frozenset()
         )
-        return cls(frozenset(qemu_pids(run_dir)), run, images)
+        templates = frozenset(
+            str(p.relative_to(template_dir))
+            for folder in template_dir.glob(f"{templates_prefix}-*")
+            for p in [folder, *folder.rglob("*")]
+        )
+        return cls(frozenset(qemu_pids(run_dir)), run, images, templates)
 
     def added_since(self, before: HostSnapshot) -> dict[str, set[str] | set[int]]:
         """What exists now that did not before, by kind; empty when nothing leaked."""
@@ -45,5 +72,6 @@ class HostSnapshot:
             "qemu processes": set(self.qemu - before.qemu),
             "run folder entries": set(self.run_entries - before.run_entries),
             "image cache files": set(self.image_files - before.image_files),
+            "template files": set(self.template_files - before.template_files),
         }
         return {kind: items for kind, items in added.items() if items}

@@ -101,7 +101,8 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
         if not sep or not key:
             return _fail(f"--env {item!r} is not KEY=VALUE")
         env[key] = value
-    runtime = Runtime(settings)
+    # One sandbox, then exit: a template would cost a boot, a save and a restore for nothing.
+    runtime = Runtime(settings.model_copy(update={"templates": False}))
     try:
         await runtime.start()
         sandbox = await runtime.create(

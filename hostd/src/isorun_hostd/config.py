@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Literal
 
@@ -61,6 +62,37 @@ class Settings(BaseSettings):
     capacity_memory_mib: int | None = Field(
         default=None, gt=0, description="guest memory this node hands out; default: host RAM"
     )
+
+    templates: bool = Field(
+        default=True,
+        description="boot each (image, vCPUs, memory, boot files) once and restore later creates "
+        "from that template; false: every create boots cold",
+    )
+    template_pool_size: int = Field(
+        default=1,
+        ge=0,
+        le=16,
+        description="QEMU processes kept started and waiting per template; 0: no warm pool",
+    )
+    template_budget_bytes: int = Field(
+        default=4 << 30,
+        ge=0,
+        description="tmpfs bytes all templates' RAM files may hold; least recently used "
+        "templates are evicted beyond it (a template costs its whole memory size)",
+    )
+    template_dir: Path = Field(
+        default=Path("/dev/shm/isorun"),
+        description="tmpfs folder holding each hostd's template RAM files in a folder of its "
+        "own (templates_prefix)",
+    )
+
+    @property
+    def templates_prefix(self) -> str:
+        """How the template folders of hostds on this state and run folder begin: each runtime's
+        is ``<template_dir>/<templates_prefix>-<pid>-<random>`` (templates.py), so that two
+        hostds, or two runtimes in one process, never share one."""
+        digest = hashlib.sha256(f"{self.state_dir.resolve()}\0{self.run_dir.resolve()}".encode())
+        return digest.hexdigest()[:16]
 
     @property
     def images_dir(self) -> Path:

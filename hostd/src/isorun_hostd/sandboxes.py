@@ -3,16 +3,24 @@
 ```
 Runtime.start()    boot files (kernel ELF + initramfs) ─► host capabilities (KVM or TCG)
 Runtime.create()   refuse floating tags ─► reserve vCPUs and memory (NoRoom) ─► pull image
-                   (erofs disk, cached) ─► MicroVM.start(); a failure frees the reservation
+                   (erofs disk, cached) ─► a clone of the shape's template (templates.py: built
+                   on first use, restored from the warm pool) or else a cold boot ─► identity op
+                   (hostname, machine-id, entropy, clock) answered; a failure frees the reservation
 Sandbox.exec()     image Env/WorkingDir/User merged under the request ─► agent exec stream
 Runtime.snapshot() save the VM (it pauses, then continues) ─► snapshots/<id>
 Runtime.fork(n)    save once to a transient stream ─► n restores, each with a fresh identity
 Runtime.hibernate  save ─► destroy the VM (no RAM, no vCPU held) ─► hibernated/<sandbox id>
 Runtime.resume     restore under the same id and hostname, with fresh entropy and clock
-Runtime.aclose()   destroy every sandbox: no QEMU, socket or run folder survives
+Runtime.aclose()   destroy every sandbox, template and pool QEMU: no QEMU, socket, run folder
+                   or template file survives
 ```
-A restore repeats the saved VM's argv (shape, image disk, boot files, the boot hostname) and is
-refused with a clear error when any of those changed since the save.
+A restore repeats the saved VM's argv (shape, image disk, boot files) and is refused with a clear
+error when any of those changed since the save. Every VM boots with the same hostname
+(``BOOT_HOSTNAME``) and gets its sandbox's from the identity op, so no argv names a sandbox.
+
+Capacity: a sandbox holds its vCPUs and memory from the start of its create. Templates and pool
+entries hold no reservation: a template's RAM file (tmpfs) is bounded by
+``template_budget_bytes``, and a pool entry is a QEMU that runs no guest yet (~40-50 MiB).
 """
 
 from __future__ import annotations
@@ -40,7 +48,9 @@ from isorun_hostd.images import (
     refuse_floating,
 )
 from isorun_hostd.snapshots import SnapshotMeta, SnapshotStore
+from isorun_hostd.templates import Templates
 from isorun_hostd.vm import HostCapabilities, MicroVM, VMSpec, bootfiles
+from isorun_hostd.vm.cmdline import BOOT_HOSTNAME
 from isorun_hostd.vm.errors import SnapshotError
 from isorun_hostd.vm.identity import fresh_identity
 from isorun_hostd.vm.machine import remove_stale_run_dirs
@@ -91,14 +101,14 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 class Sandbox:
     """A running sandbox: files and processes go through ``channel``; exec adds image defaults."""
 
-    def __init__(
-        self, sandbox_id: str, image: ImageDisk, vm: MicroVM, *, hostname: str | None = None
-    ) -> None:
+    def __init__(self, sandbox_id: str, image: ImageDisk, vm: MicroVM, *, hostname: str) -> None:
         self.id = sandbox_id
         self.image = image
+        # Its run folder is named by vm.spec.vm_id, which differs from ``id`` for a VM that
+        # came from the warm pool.
         self.vm = vm
-        # A restored VM keeps its saved boot command line; the agent set this name since.
-        self.hostname = hostname or vm.spec.hostname
+        # Set in the guest by the identity op (every VM boots as BOOT_HOSTNAME).
+        self.hostname = hostname
 
     @property
     def channel(self) -> AgentChannel:
@@ -167,6 +177,8 @@ class Runtime:
         self.snapshots = SnapshotStore(settings.state_dir / "snapshots")
         self.hibernations = SnapshotStore(settings.state_dir / "hibernated")
         self._fork_streams = SnapshotStore(settings.state_dir / "forks")
+        self.templates: Templates | None = None
+        self.cold_boots = 0
 
     @property
     def boot(self) -> bootfiles.BootFiles:
@@ -228,6 +240,21 @@ class Runtime:
             s.qemu_binary, self._boot, s.run_dir, s.state_dir / "accel.json", forced
         )
         log.info("accelerator %s: %s", self._caps.accel, self._caps.accel_reason)
+        if s.templates:
+            self.templates = Templates(
+                s.template_dir / f"{s.templates_prefix}-{os.getpid()}-{secrets.token_hex(3)}",
+                self._caps,
+                self._boot,
+                s.run_dir,
+                pool_size=s.template_pool_size,
+                budget_bytes=s.template_budget_bytes,
+                boot_timeout_s=s.boot_timeout_s,
+            )
+            await asyncio.to_thread(self.templates.start)
+
+    def pool_vms(self) -> list[MicroVM]:
+        """VMs that are no sandbox: pool entries waiting for a template and template builds."""
+        return self.templates.pool_vms() if self.templates is not None else []
 
     async def create(
         self,
@@ -254,17 +281,33 @@ class Runtime:
         try:
             disk = await self.images.pull(image, progress=progress)
             self._pulled.add(image)
-            spec = VMSpec(
-                sandbox_id, vcpus=vcpus, mem_mib=mem_mib, disk=disk.disk_path, hostname=sandbox_id
-            )
-            vm = MicroVM(spec, self.caps, self._boot, self.settings.run_dir)
-            await vm.start(timeout_s=self.settings.boot_timeout_s)
+            vm = None
+            if self.templates is not None:
+                key = self.templates.key(disk, vcpus, mem_mib)
+                vm = await self.templates.clone(key, sandbox_id=sandbox_id, hostname=sandbox_id)
+            if vm is None:
+                vm = await self._boot_cold(sandbox_id, disk, vcpus, mem_mib)
         except BaseException:
             self._held.pop(sandbox_id, None)
             raise
-        sandbox = Sandbox(sandbox_id, disk, vm)
+        sandbox = Sandbox(sandbox_id, disk, vm, hostname=sandbox_id)
         self._sandboxes[sandbox_id] = sandbox
         return sandbox
+
+    async def _boot_cold(
+        self, sandbox_id: str, disk: ImageDisk, vcpus: int, mem_mib: int
+    ) -> MicroVM:
+        spec = VMSpec(sandbox_id, vcpus=vcpus, mem_mib=mem_mib, disk=disk.disk_path)
+        vm = MicroVM(spec, self.caps, self.boot, self.settings.run_dir)
+        await vm.start(timeout_s=self.settings.boot_timeout_s)
+        try:
+            # The identity round trip names the guest and proves its agent answers requests.
+            await vm.channel.identity(fresh_identity(sandbox_id))
+        except BaseException:
+            await vm.destroy()
+            raise
+        self.cold_boots += 1
+        return vm
 
     def _reserve(self, sandbox_id: str, vcpus: int, mem_mib: int) -> None:
         if sandbox_id in self._held:
@@ -393,7 +436,7 @@ class Runtime:
                 created_unix=time.time(),
                 vcpus=sandbox.vm.spec.vcpus,
                 mem_mib=sandbox.vm.spec.mem_mib,
-                boot_hostname=sandbox.vm.spec.hostname,
+                boot_hostname=BOOT_HOSTNAME,
                 hostname=sandbox.hostname,
                 image=sandbox.image,
                 kernel=self.boot.kernel,
@@ -413,12 +456,10 @@ class Runtime:
         self._check_restorable(meta)
         self._reserve(sandbox_id, meta.vcpus, meta.mem_mib)
         try:
+            # RAM in memory-backend-ram named like every VM's (cmdline.py), whatever the saved
+            # VM's backend was (a template clone's is a file).
             spec = VMSpec(
-                sandbox_id,
-                vcpus=meta.vcpus,
-                mem_mib=meta.mem_mib,
-                disk=meta.image.disk_path,
-                hostname=meta.boot_hostname,
+                sandbox_id, vcpus=meta.vcpus, mem_mib=meta.mem_mib, disk=meta.image.disk_path
             )
             vm = MicroVM(spec, self.caps, self.boot, self.settings.run_dir)
             await vm.start(timeout_s=self.settings.boot_timeout_s, restore=state)
@@ -460,12 +501,14 @@ class Runtime:
             self._held.pop(sandbox.id, None)
 
     async def aclose(self) -> None:
-        """Destroy every sandbox this runtime started."""
+        """Destroy every sandbox this runtime started, its templates and its pool QEMUs."""
         sandboxes = list(self._sandboxes.values())
         self._sandboxes.clear()
         await asyncio.gather(*(s.vm.destroy() for s in sandboxes), return_exceptions=True)
         for sandbox in sandboxes:
             self._held.pop(sandbox.id, None)
+        if self.templates is not None:
+            await self.templates.aclose()
 
 
 def _new_id() -> str:

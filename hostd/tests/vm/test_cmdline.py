@@ -19,7 +19,7 @@ def _caps(accel: str) -> HostCapabilities:
 
 @pytest.mark.parametrize("accel", ["tcg", "kvm"])
 def test_argv_matches_golden(accel: str) -> None:
-    spec = VMSpec("sb-1", vcpus=2, mem_mib=512, disk=Path("/img/disk.erofs"), hostname="sb-1")
+    spec = VMSpec("sb-1", vcpus=2, mem_mib=512, disk=Path("/img/disk.erofs"))
     argv = "\n".join(build_argv(spec, _caps(accel), BOOT, PATHS)) + "\n"
     golden = GOLDEN / f"argv_{accel}.txt"
     if os.environ.get("ISORUN_GOLDEN"):
@@ -35,6 +35,48 @@ def test_kvm_and_tcg_differ_only_in_the_accelerator() -> None:
     assert {a for a, _ in changed} == {"tcg", "max", next(x for x in tcg if "tsc_early_khz" in x)}
 
 
+def test_template_and_clone_differ_only_in_share_paths_and_name() -> None:
+    """A clone's argv is its template's with share=off: what x-ignore-shared needs."""
+    disk = Path("/img/disk.erofs")
+    template = build_argv(
+        VMSpec("tpl-1", disk=disk, mem_path=Path("/shm/k.partial/mem"), mem_shared=True),
+        _caps("tcg"),
+        BOOT,
+        RunPaths(Path("/run/isorun/tpl-1")),
+    )
+    clone = build_argv(
+        VMSpec("pool-2", disk=disk, mem_path=Path("/shm/k/mem")),
+        _caps("tcg"),
+        BOOT,
+        RunPaths(Path("/run/isorun/pool-2")),
+    )
+    changed = [(a, b) for a, b in zip(template, clone, strict=True) if a != b]
+    assert changed == [
+        ("tpl-1", "pool-2"),
+        (
+            "memory-backend-file,id=mem,size=256M,mem-path=/shm/k.partial/mem,share=on",
+            "memory-backend-file,id=mem,size=256M,mem-path=/shm/k/mem,share=off",
+        ),
+        (
+            "unix:/run/isorun/tpl-1/qmp.sock,server=on,wait=off",
+            "unix:/run/isorun/pool-2/qmp.sock,server=on,wait=off",
+        ),
+        (
+            "socket,id=agent,path=/run/isorun/tpl-1/agent.sock,server=on,wait=off",
+            "socket,id=agent,path=/run/isorun/pool-2/agent.sock,server=on,wait=off",
+        ),
+    ]
+
+
+def test_every_vm_has_the_ram_block_mem_and_boots_as_isorun() -> None:
+    """Stream restores need the same RAM block name whatever backend the saved VM had."""
+    argv = build_argv(VMSpec("sb-9"), _caps("tcg"), BOOT, PATHS)
+    assert argv[argv.index("-M") + 1] == "microvm,memory-backend=mem"
+    assert argv[argv.index("-object") + 1] == "memory-backend-ram,id=mem,size=256M"
+    assert "sb-9" not in argv[argv.index("-append") + 1]
+    assert "isorun.hostname=isorun" in argv[argv.index("-append") + 1]
+
+
 def test_no_disk_means_no_root_device() -> None:
     argv = build_argv(VMSpec("probe-1"), _caps("kvm"), BOOT, PATHS)
     assert "virtio-blk-device,drive=root" not in argv
@@ -46,7 +88,7 @@ def test_no_disk_means_no_root_device() -> None:
     [
         ({"vcpus": 0}, "vcpus"),
         ({"mem_mib": 64}, "mem_mib"),
-        ({"hostname": "Bad_Name"}, "hostname"),
+        ({"mem_shared": True}, "mem_path"),
     ],
 )
 def test_spec_validation(kwargs: dict[str, object], message: str) -> None:
@@ -54,7 +96,13 @@ def test_spec_validation(kwargs: dict[str, object], message: str) -> None:
         VMSpec("sb-1", **kwargs)  # type: ignore[arg-type]
 
 
-def test_comma_in_a_path_cannot_inject_qemu_options() -> None:
-    spec = VMSpec("sb-1", disk=Path("/img/x,readonly=off"))
+@pytest.mark.parametrize(
+    "spec",
+    [
+        VMSpec("sb-1", disk=Path("/img/x,readonly=off")),
+        VMSpec("sb-1", mem_path=Path("/shm/x,share=on")),
+    ],
+)
+def test_comma_in_a_path_cannot_inject_qemu_options(spec: VMSpec) -> None:
     with pytest.raises(ValueError, match="comma"):
         build_argv(spec, _caps("tcg"), BOOT, PATHS)

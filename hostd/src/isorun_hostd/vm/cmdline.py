@@ -5,11 +5,21 @@ virtio-mmio devices only through ACPI), the uncompressed kernel ELF booted throu
 uncompressed initramfs whose PID 1 is the agent, one virtio-serial port for the agent and one
 virtio-blk disk holding the image read-only. KVM and TCG differ only in the accelerator flags
 and in ``tsc_early_khz``, which TCG needs (without it ~1 boot in 10 hangs calibrating the TSC).
+
+Guest RAM is always a memory backend named ``mem`` (the RAM block's name in a state stream), so a
+stream saved from any VM loads into any other of the same shape:
+```
+mem_path None          memory-backend-ram                           cold boot, stream restore
+mem_path, mem_shared   memory-backend-file,share=on  (MAP_SHARED)   a template being booted
+mem_path, not shared   memory-backend-file,share=off (MAP_PRIVATE)  a clone of that template
+```
+Nothing in the argv names the sandbox: the boot hostname is the constant ``BOOT_HOSTNAME`` and
+the agent's identity op sets the real one, so a template's argv serves every sandbox of its
+shape (only the run paths, ``-name`` and the memory backend's share flag differ).
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,26 +46,32 @@ KERNEL_ARGS = (
     "panic=-1",
 )
 ROOT_DEVICE = "/dev/vda"
-_HOSTNAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+# The hostname every guest boots with; the identity op renames it before anyone sees it.
+BOOT_HOSTNAME = "isorun"
+MEMORY_BACKEND_ID = "mem"
 
 
 @dataclass(frozen=True, slots=True)
 class VMSpec:
-    """What one VM gets. ``disk`` is the image's erofs file, or None to stay in the initramfs."""
+    """What one VM gets. ``disk`` is the image's erofs file, or None to stay in the initramfs.
+    ``mem_path`` puts guest RAM in that file (a template's, on tmpfs), mapped shared when
+    ``mem_shared`` (the template itself) and privately, copy-on-write, when not (its clones).
+    """
 
     vm_id: str
     vcpus: int = 1
     mem_mib: int = 256
     disk: Path | None = None
-    hostname: str = "isorun"
+    mem_path: Path | None = None
+    mem_shared: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.vcpus <= 64:
             raise ValueError(f"vcpus must be between 1 and 64, got {self.vcpus}")
         if not 128 <= self.mem_mib <= 65536:
             raise ValueError(f"mem_mib must be between 128 and 65536, got {self.mem_mib}")
-        if not _HOSTNAME.match(self.hostname):
-            raise ValueError(f"hostname {self.hostname!r} is not a valid DNS label")
+        if self.mem_shared and self.mem_path is None:
+            raise ValueError("mem_shared needs a mem_path")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +99,7 @@ def kernel_cmdline(spec: VMSpec, caps: HostCapabilities) -> str:
         args.append(f"tsc_early_khz={caps.tsc_khz}")
     if spec.disk is not None:
         args.append(f"isorun.root={ROOT_DEVICE}")
-    args.append(f"isorun.hostname={spec.hostname}")
+    args.append(f"isorun.hostname={BOOT_HOSTNAME}")
     return " ".join(args)
 
 
@@ -96,10 +112,11 @@ def build_argv(spec: VMSpec, caps: HostCapabilities, boot: BootFiles, paths: Run
     argv = [
         caps.qemu_binary,
         "-name", spec.vm_id,
-        "-M", "microvm",
+        "-M", f"microvm,memory-backend={MEMORY_BACKEND_ID}",
         *accel,
         "-smp", str(spec.vcpus),
         "-m", f"{spec.mem_mib}M",
+        "-object", memory_backend(spec),
         "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
         "-serial", "stdio",
         "-kernel", str(boot.kernel),
@@ -116,6 +133,15 @@ def build_argv(spec: VMSpec, caps: HostCapabilities, boot: BootFiles, paths: Run
             "-device", "virtio-blk-device,drive=root",
         ]  # fmt: skip
     return argv
+
+
+def memory_backend(spec: VMSpec) -> str:
+    """The ``-object`` value holding guest RAM (see the module docstring)."""
+    size = f"id={MEMORY_BACKEND_ID},size={spec.mem_mib}M"
+    if spec.mem_path is None:
+        return f"memory-backend-ram,{size}"
+    share = "on" if spec.mem_shared else "off"
+    return f"memory-backend-file,{size},mem-path={_opt(spec.mem_path)},share={share}"
 
 
 def _opt(path: Path) -> str:

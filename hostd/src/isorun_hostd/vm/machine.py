@@ -4,6 +4,8 @@
 start():  mkdir run/<id> ─► QEMU ─► QMP up ─► agent handshake ─► RUNNING
              any failure on the way ─► destroy() ─► error naming the cause (QEMU log, console)
 start(restore=F): the same QEMU argv plus -S -incoming defer ─► load F ─► cont ─► agent
+launch(): that QEMU alone, waiting (a warm pool's entry); start(restore=F) goes on from there
+save_template(F): quiesce ─► x-ignore-shared ─► stop ─► device state to F (RAM stays in its file)
 save(F):  quiesce the channel ─► stop ─► state to F ─► cont (or stay paused for a hibernate)
 destroy(): close channel ─► QMP quit (or SIGKILL) ─► reap ─► rm -r run/<id>      idempotent
 ```
@@ -19,6 +21,7 @@ import logging
 import shutil
 import time
 from pathlib import Path
+from typing import NoReturn
 
 from qemu.qmp import QMPError
 
@@ -28,7 +31,7 @@ from isorun_hostd.vm.bootfiles import BootFiles
 from isorun_hostd.vm.capabilities import HostCapabilities
 from isorun_hostd.vm.cmdline import RunPaths, VMSpec, build_argv
 from isorun_hostd.vm.console import ConsoleRing
-from isorun_hostd.vm.errors import BootTimeout, LaunchError, SnapshotError
+from isorun_hostd.vm.errors import BootTimeout, LaunchError, SnapshotError, StateError
 from isorun_hostd.vm.qmp import QMP
 from isorun_hostd.vm.state import StateMachine, VMState
 
@@ -77,9 +80,35 @@ class MicroVM:
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
-    async def start(self, *, timeout_s: float, restore: Path | None = None) -> None:
+    async def launch(self) -> None:
+        """Start QEMU with ``-S -incoming defer`` and connect QMP, for ``start(restore=...)``
+        later: a warm pool's entry, waiting for the state it will load.
+
+        Raises:
+            LaunchError: QEMU failed or exited. Nothing of the VM is left behind.
+        """
+        self.state.move(VMState.BOOTING)
+        try:
+            await self._launch(incoming=True)
+        except BaseException as exc:
+            await self._fail(exc, 0.0)
+
+    @property
+    def launched(self) -> bool:
+        """QEMU was started by ``launch`` and is still alive, waiting for ``start``."""
+        return (
+            self.state.state is VMState.BOOTING
+            and self._process is not None
+            and self._process.returncode is None
+        )
+
+    async def start(
+        self, *, timeout_s: float, restore: Path | None = None, ignore_shared: bool = False
+    ) -> None:
         """Boot and wait for the agent, or with ``restore`` continue the VM saved in that file
-        (by ``save`` of a VM with the same spec, boot files and host capabilities).
+        (by ``save`` of a VM with the same spec, boot files and host capabilities; with
+        ``ignore_shared`` by ``save_template`` of this VM's template). A VM prepared by
+        ``launch`` skips starting QEMU.
 
         Raises:
             LaunchError: QEMU failed or exited while booting.
@@ -87,34 +116,45 @@ class MicroVM:
             SnapshotError: ``restore`` is missing, corrupt or from a VM of another shape.
         Either way, nothing of the VM is left behind.
         """
-        self.state.move(VMState.BOOTING)
         started = time.perf_counter()
-        argv = self._argv if restore is None else [*self._argv, "-S", "-incoming", "defer"]
+        if self.state.state is VMState.CREATED:
+            self.state.move(VMState.BOOTING)
+        elif restore is None or self._process is None:
+            raise StateError(self.spec.vm_id, self.state.state.value, "created")
         try:
-            self.paths.root.mkdir(parents=True, exist_ok=False)
-            self._process = await process.launch(argv, self.paths.root / "qemu.log")
-            self.paths.pid_file.write_text(str(self._process.pid))
-            assert self._process.stdout is not None
-            self._console_task = asyncio.create_task(
-                self.console.drain(self._process.stdout), name=f"console-{self.spec.vm_id}"
-            )
-            self._qmp = QMP(self.spec.vm_id)
-            await asyncio.wait_for(
-                self._qmp.connect(self.paths.qmp, self._process), QMP_CONNECT_TIMEOUT_S
-            )
+            if self._process is None:
+                await self._launch(incoming=restore is not None)
             if restore is not None:
-                await self._load(restore)
+                await self._load(restore, ignore_shared=ignore_shared)
             # Every save is quiesced (protocol.md section 3, item 5): a restore needs no flush.
             self._channel = await self._connect_agent(timeout_s)
         except BaseException as exc:
-            error = self._boot_error(exc, timeout_s)
-            self.state.move(VMState.FAILED)
-            await self.destroy()
-            if error is exc:
-                raise
-            raise error from exc
+            await self._fail(exc, timeout_s)
         self.boot_ms = (time.perf_counter() - started) * 1000
         self.state.move(VMState.RUNNING)
+
+    async def _launch(self, *, incoming: bool) -> None:
+        argv = [*self._argv, "-S", "-incoming", "defer"] if incoming else self._argv
+        self.paths.root.mkdir(parents=True, exist_ok=False)
+        self._process = await process.launch(argv, self.paths.root / "qemu.log")
+        self.paths.pid_file.write_text(str(self._process.pid))
+        assert self._process.stdout is not None
+        self._console_task = asyncio.create_task(
+            self.console.drain(self._process.stdout), name=f"console-{self.spec.vm_id}"
+        )
+        self._qmp = QMP(self.spec.vm_id)
+        await asyncio.wait_for(
+            self._qmp.connect(self.paths.qmp, self._process), QMP_CONNECT_TIMEOUT_S
+        )
+
+    async def _fail(self, exc: BaseException, timeout_s: float) -> NoReturn:
+        error = self._boot_error(exc, timeout_s)
+        if self.state.state is VMState.BOOTING:
+            self.state.move(VMState.FAILED)
+        await self.destroy()
+        if error is exc:
+            raise exc
+        raise error from exc
 
     async def reconnect(self, *, timeout_s: float) -> AgentChannel:
         """Drop the agent channel and open a new session, as a restarted hostd would.
@@ -129,10 +169,16 @@ class MicroVM:
         )
         return self._channel
 
-    async def _load(self, state_file: Path) -> None:
+    async def _load(self, state_file: Path, *, ignore_shared: bool) -> None:
         assert self._qmp is not None and self._process is not None
         try:
-            await snapshot.load(self._qmp, self._process, state_file, timeout_s=MIGRATION_TIMEOUT_S)
+            await snapshot.load(
+                self._qmp,
+                self._process,
+                state_file,
+                timeout_s=MIGRATION_TIMEOUT_S,
+                ignore_shared=ignore_shared,
+            )
         except FileNotFoundError as exc:
             raise SnapshotError(
                 f"VM {self.spec.vm_id}: restore failed: the state file {state_file} is missing"
@@ -174,6 +220,31 @@ class MicroVM:
                 f"VM {self.spec.vm_id}: save failed: {exc or type(exc).__name__}"
             ) from exc
         return size
+
+    async def save_template(self, state_file: Path) -> int:
+        """Save this template VM's device state to ``state_file`` and stop it; return the size.
+
+        The VM must run with ``mem_shared``: its RAM stays in ``spec.mem_path``, which clones
+        map privately. It stays paused; destroy it next, since a template's RAM file must never
+        change once a clone maps it.
+
+        Raises:
+            SnapshotError: the state could not be written.
+            StateError: the VM is not running.
+        """
+        self.state.require(VMState.RUNNING)
+        assert self._qmp is not None and self._channel is not None
+        if not self.spec.mem_shared:
+            raise ValueError(f"VM {self.spec.vm_id} has no shared RAM file to template from")
+        try:
+            async with self._channel.quiesced():
+                return await snapshot.save(
+                    self._qmp, state_file, timeout_s=MIGRATION_TIMEOUT_S, ignore_shared=True
+                )
+        except (snapshot.MigrationFailed, OSError, QMPError, EOFError, ChannelError) as exc:
+            raise SnapshotError(
+                f"VM {self.spec.vm_id}: template save failed: {exc or type(exc).__name__}"
+            ) from exc
 
     async def _connect_agent(self, timeout_s: float) -> AgentChannel:
         assert self._process is not None

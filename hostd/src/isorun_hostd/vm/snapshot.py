@@ -10,6 +10,12 @@ its RAM, so the stream holds the sandbox's files too; the image disk is read-onl
 
 QEMU 7.2 exits when an incoming migration fails (a corrupt or foreign file), so a load watches
 the process as well as the run state.
+
+With ``ignore_shared`` (QEMU's x-ignore-shared) RAM mapped shared from a file is left out of the
+stream: a template's save is then only its device state (~60 KiB), and its clones map the
+template's RAM file privately before loading it. Both sides must agree on the capability (it
+changes the stream's RAM header), so every save and load sets it explicitly: a clone saved for a
+fork or a hibernation writes a full stream, its private RAM included.
 """
 
 from __future__ import annotations
@@ -36,8 +42,9 @@ class MigrationFailed(Exception):
     """QEMU reported the migration failed, or exited; the message is QEMU's."""
 
 
-async def save(qmp: QMP, path: Path, *, timeout_s: float) -> int:
+async def save(qmp: QMP, path: Path, *, timeout_s: float, ignore_shared: bool = False) -> int:
     """Stop the VM and write its state to ``path``, which must not exist; return its size.
+    With ``ignore_shared``, RAM mapped shared from a file is left out (a template's save).
 
     The VM is left paused. On failure the partial file is removed.
 
@@ -52,6 +59,7 @@ async def save(qmp: QMP, path: Path, *, timeout_s: float) -> int:
         finally:
             os.close(fd)
         await qmp.execute("stop")
+        await _set_ignore_shared(qmp, ignore_shared)
         await qmp.execute("migrate-set-parameters", {"max-bandwidth": MAX_BANDWIDTH_BYTES_S})
         await qmp.execute("migrate", {"uri": f"fd:{SAVE_FD}"})
         await _wait_completed(qmp, timeout_s)
@@ -63,9 +71,15 @@ async def save(qmp: QMP, path: Path, *, timeout_s: float) -> int:
 
 
 async def load(
-    qmp: QMP, process: asyncio.subprocess.Process, path: Path, *, timeout_s: float
+    qmp: QMP,
+    process: asyncio.subprocess.Process,
+    path: Path,
+    *,
+    timeout_s: float,
+    ignore_shared: bool = False,
 ) -> None:
     """Load ``path`` into a QEMU started with ``-S -incoming defer``; it is left paused.
+    ``ignore_shared`` must match the save's (a template's device state: True).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -79,6 +93,7 @@ async def load(
         os.close(fd)
     deadline = time.monotonic() + timeout_s
     try:
+        await _set_ignore_shared(qmp, ignore_shared)
         await qmp.execute("migrate-incoming", {"uri": f"fd:{LOAD_FD}"})
         while True:
             if process.returncode is not None:
@@ -91,6 +106,13 @@ async def load(
             await asyncio.sleep(POLL_S)
     except (QMPError, EOFError, OSError) as exc:
         raise MigrationFailed(f"QEMU stopped answering while loading ({exc})") from exc
+
+
+async def _set_ignore_shared(qmp: QMP, state: bool) -> None:
+    await qmp.execute(
+        "migrate-set-capabilities",
+        {"capabilities": [{"capability": "x-ignore-shared", "state": state}]},
+    )
 
 
 async def _wait_completed(qmp: QMP, timeout_s: float) -> None:

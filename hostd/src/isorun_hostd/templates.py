@@ -1,0 +1,425 @@
+"""Templates and the warm pool: each VM shape boots once; later creates restore it in ~ms.
+
+```
+clone(key, hostname)
+  template of key? ──no──► build (single flight per key): make room (evict LRU) ─► boot a VM
+  │                        whose RAM is <root>/<key>.partial/mem (share=on) ─► agent answers ─►
+  │                        save_template: device state to dev (x-ignore-shared) ─► quit QEMU ─►
+  │                        rename <key>.partial ─► <key>              (a failure leaves no file)
+  ▼
+  pool entry of key, alive? ──no──► a fresh QEMU of the same argv
+  ▼                                    │
+  load dev (x-ignore-shared) ─► cont ─► agent ─► identity(hostname) round trip ─► the caller's
+  any failure: destroy that VM, try the next way (pooled ─► fresh) ─► None: the caller boots cold
+  after a take: _bg_refill starts QEMUs until pool_size wait for this template
+```
+A pool entry and a clone run the template's argv with ``share=off`` plus ``-S -incoming defer``:
+guest RAM is the template's file mapped privately, so a clone reads the template's pages and
+copies only those it writes. The template's QEMU has quit before any clone maps the file, and
+the file is never written again.
+
+The key holds everything the saved RAM and device state depend on: the image (ChainID and disk),
+vCPUs, memory, the boot files (content-hashed paths: a new kernel or agent is a new key), the
+accelerator and the QEMU version. The arguments a sandbox differs by (its id, hostname,
+machine-id, entropy and clock) are not in the argv; the identity op sets them after the load.
+
+Costs and limits:
+- A template holds its RAM file on tmpfs (``root``): up to its whole memory size. The sum is
+  kept under ``budget_bytes``, under the tmpfs' free space and under the host's available memory
+  (less ``MIN_FREE_MEMORY_MIB``) by evicting the least recently used templates first; one being
+  restored from right now is never evicted. Eviction kills the template's pool entries and
+  unlinks its files. Live clones keep their private mapping of the unlinked file; its pages
+  are freed when the last clone exits.
+- A pool entry holds no vCPU or memory reservation (it runs no guest yet), but its QEMU is
+  real memory (~40-50 MiB under TCG before a load).
+- Nothing persists across restarts. ``root`` is this object's own folder, named
+  ``<prefix>-<pid>-<random>``; ``start`` removes the folders of the same prefix whose process
+  is gone (their clones and pool QEMUs died with it through PR_SET_PDEATHSIG) and ``aclose``
+  removes ``root``.
+  ``root`` is made by the first build, so a hostd that never creates leaves nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from isorun_hostd.images import ImageDisk
+from isorun_hostd.vm import BootFiles, BootTimeout, HostCapabilities, MicroVM, VMSpec
+from isorun_hostd.vm.identity import fresh_identity
+
+log = logging.getLogger(__name__)
+
+# A clone's agent answers within milliseconds of the load; a guest that is silent this long is
+# broken, and the caller is better off with the next way of getting a VM.
+CLONE_TIMEOUT_S = 15.0
+# Host memory a template build must leave available, on top of the template itself.
+MIN_FREE_MEMORY_MIB = 512
+MIB = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateKey:
+    """What a template's saved RAM and device state depend on; ``name`` names its folder."""
+
+    chain_id: str
+    disk: str
+    vcpus: int
+    mem_mib: int
+    kernel: str
+    initramfs: str
+    accel: str
+    qemu_version: str
+
+    @property
+    def name(self) -> str:
+        text = json.dumps(asdict(self), sort_keys=True)
+        return f"tpl-{hashlib.sha256(text.encode()).hexdigest()[:16]}"
+
+
+@dataclass
+class Template:
+    """A built template: its RAM file and device state, and the QEMUs waiting to load them."""
+
+    key: TemplateKey
+    folder: Path
+    size_bytes: int
+    last_used: float = field(default_factory=time.monotonic)
+    # Restores loading from this template right now; it is not evicted while any runs.
+    restoring: int = 0
+    pool: list[MicroVM] = field(default_factory=list)
+    # Pool entries whose QEMU is starting, and the task starting each.
+    spawning: dict[MicroVM, asyncio.Task[None]] = field(default_factory=dict)
+    evicted: bool = False
+
+    @property
+    def mem(self) -> Path:
+        return self.folder / "mem"
+
+    @property
+    def device_state(self) -> Path:
+        return self.folder / "dev"
+
+
+@dataclass
+class TemplateStats:
+    """Counters for tests and benchmarks: where each clone's VM came from."""
+
+    builds: int = 0
+    build_failures: int = 0
+    pooled: int = 0
+    spawned: int = 0
+    failed_restores: int = 0
+    evictions: int = 0
+
+
+class Templates:
+    """The templates of one hostd, in ``root`` (a tmpfs folder of its own), and their pools.
+
+    Example:
+        templates = Templates(root, caps, boot, run_dir, pool_size=1, budget_bytes=4 << 30)
+        templates.start()
+        vm = await templates.clone(templates.key(disk, 1, 256), hostname="sb-1")
+        ...  # vm is None: boot cold
+        await templates.aclose()
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        caps: HostCapabilities,
+        boot: BootFiles,
+        run_dir: Path,
+        *,
+        pool_size: int,
+        budget_bytes: int,
+        boot_timeout_s: float,
+    ) -> None:
+        self.root = root
+        self.caps = caps
+        self.boot = boot
+        self.run_dir = run_dir
+        self.pool_size = pool_size
+        self.budget_bytes = budget_bytes
+        self.boot_timeout_s = boot_timeout_s
+        self.stats = TemplateStats()
+        self._templates: dict[TemplateKey, Template] = {}
+        # One build per key at a time (the second create waits for the first one's build).
+        self._building: dict[TemplateKey, asyncio.Task[Template | None]] = {}
+        self._build_vms: set[MicroVM] = set()
+        self._closed = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Remove the template folders that hostds of the same state left when they died."""
+        prefix = self.root.name.split("-")[0]
+        for folder in self.root.parent.glob(f"{prefix}-*") if self.root.parent.is_dir() else ():
+            pid = folder.name.split("-")[1]
+            if not (pid.isdigit() and _alive(int(pid))):
+                shutil.rmtree(folder, ignore_errors=True)
+                log.warning("removed %s, the templates of a hostd that is gone", folder)
+
+    async def aclose(self) -> None:
+        """Stop builds and refills, kill every pool QEMU and remove ``root``."""
+        self._closed = True
+        # A starting pool QEMU is let finish (tens of ms): it then sees _closed and quits.
+        spawns = [t for template in self._templates.values() for t in template.spawning.values()]
+        await asyncio.gather(*spawns, return_exceptions=True)
+        builds = list(self._building.values())
+        for task in builds:
+            task.cancel()
+        await asyncio.gather(*builds, return_exceptions=True)
+        vms = [*self._build_vms, *self.pool_vms()]
+        await asyncio.gather(*(vm.destroy() for vm in vms), return_exceptions=True)
+        self._templates.clear()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def pool_vms(self) -> list[MicroVM]:
+        """Every VM this object holds: pool entries, waiting or starting, and template builds."""
+        vms = list(self._build_vms)
+        for template in self._templates.values():
+            vms += [*template.pool, *template.spawning]
+        return vms
+
+    @property
+    def templates(self) -> list[Template]:
+        return list(self._templates.values())
+
+    def key(self, image: ImageDisk, vcpus: int, mem_mib: int) -> TemplateKey:
+        return TemplateKey(
+            chain_id=image.chain_id,
+            disk=str(image.disk_path),
+            vcpus=vcpus,
+            mem_mib=mem_mib,
+            kernel=str(self.boot.kernel),
+            initramfs=str(self.boot.initramfs),
+            accel=self.caps.accel,
+            qemu_version=self.caps.qemu_version,
+        )
+
+    # -- clones ------------------------------------------------------------------------------
+
+    async def clone(self, key: TemplateKey, *, sandbox_id: str, hostname: str) -> MicroVM | None:
+        """A running VM restored from the template of ``key`` (built first if missing), whose
+        agent has answered the identity op that gave it ``hostname``; None if none could be had
+        (the caller boots cold).
+
+        Raises:
+            BootTimeout: building the template timed out: a cold boot would too.
+        """
+        template = await self._template(key)
+        if template is None:
+            return None
+        template.last_used = time.monotonic()
+        template.restoring += 1
+        try:
+            while template.pool:
+                vm = template.pool.pop(0)
+                if not vm.launched:
+                    log.warning("pool QEMU %s of %s is gone; skipped", vm.spec.vm_id, key.name)
+                    await vm.destroy()
+                    continue
+                if await self._restore(template, vm, hostname):
+                    self.stats.pooled += 1
+                    return vm
+            vm = MicroVM(self._clone_spec(template, sandbox_id), self.caps, self.boot, self.run_dir)
+            if await self._restore(template, vm, hostname):
+                self.stats.spawned += 1
+                return vm
+            return None
+        finally:
+            template.restoring -= 1
+            # After the restore, not during it: a starting QEMU would compete for the CPUs.
+            self._refill(template)
+
+    async def _restore(self, template: Template, vm: MicroVM, hostname: str) -> bool:
+        try:
+            await vm.start(
+                timeout_s=CLONE_TIMEOUT_S, restore=template.device_state, ignore_shared=True
+            )
+            await asyncio.wait_for(vm.channel.identity(fresh_identity(hostname)), CLONE_TIMEOUT_S)
+        except BaseException as exc:
+            await vm.destroy()
+            if not isinstance(exc, Exception):
+                raise
+            self.stats.failed_restores += 1
+            log.warning(
+                "restore of %s from %s failed, trying the next way: %s",
+                vm.spec.vm_id,
+                template.key.name,
+                exc,
+            )
+            return False
+        return True
+
+    def _clone_spec(self, template: Template, vm_id: str) -> VMSpec:
+        key = template.key
+        return VMSpec(
+            vm_id,
+            vcpus=key.vcpus,
+            mem_mib=key.mem_mib,
+            disk=Path(key.disk),
+            mem_path=template.mem,
+        )
+
+    # -- the warm pool -----------------------------------------------------------------------
+
+    def _refill(self, template: Template) -> None:
+        if self._closed or template.evicted:
+            return
+        missing = self.pool_size - len(template.pool) - len(template.spawning)
+        for _ in range(max(0, missing)):
+            vm = MicroVM(
+                self._clone_spec(template, f"pool-{secrets.token_hex(6)}"),
+                self.caps,
+                self.boot,
+                self.run_dir,
+            )
+            task = asyncio.create_task(self._bg_spawn(template, vm), name=f"spawn-{vm.spec.vm_id}")
+            template.spawning[vm] = task
+
+    async def _bg_spawn(self, template: Template, vm: MicroVM) -> None:
+        try:
+            await vm.launch()
+        except Exception as exc:
+            log.warning("pool QEMU for %s did not start: %s", template.key.name, exc)
+            return
+        finally:
+            if template.evicted or self._closed:
+                await vm.destroy()
+            template.spawning.pop(vm, None)
+        if not (template.evicted or self._closed):
+            template.pool.append(vm)
+
+    # -- building ----------------------------------------------------------------------------
+
+    async def _template(self, key: TemplateKey) -> Template | None:
+        template = self._templates.get(key)
+        if template is not None:
+            return template
+        task = self._building.get(key)
+        if task is None:
+            task = asyncio.create_task(self._build(key), name=f"build-{key.name}")
+            self._building[key] = task
+            task.add_done_callback(lambda _: self._building.pop(key, None))
+        # A cancelled create leaves the build to finish for the next one.
+        return await asyncio.shield(task)
+
+    async def _build(self, key: TemplateKey) -> Template | None:
+        need = key.mem_mib * MIB
+        self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not await self._make_room(need):
+            log.warning("no room for a %d MiB template; booting cold", key.mem_mib)
+            return None
+        partial = self.root / f"{key.name}.partial"
+        final = self.root / key.name
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True, mode=0o700)
+        spec = VMSpec(
+            f"tpl-{secrets.token_hex(6)}",
+            vcpus=key.vcpus,
+            mem_mib=key.mem_mib,
+            disk=Path(key.disk),
+            mem_path=partial / "mem",
+            mem_shared=True,
+        )
+        vm = MicroVM(spec, self.caps, self.boot, self.run_dir)
+        self._build_vms.add(vm)
+        started = time.perf_counter()
+        try:
+            await vm.start(timeout_s=self.boot_timeout_s)
+            await vm.save_template(partial / "dev")
+            await vm.destroy()
+            partial.rename(final)
+        except BootTimeout:
+            self.stats.build_failures += 1
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        except Exception as exc:
+            self.stats.build_failures += 1
+            log.warning("template %s failed, booting cold: %s", key.name, exc)
+            shutil.rmtree(partial, ignore_errors=True)
+            return None
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        finally:
+            await vm.destroy()
+            self._build_vms.discard(vm)
+        template = Template(key, final, size_bytes=_allocated(final))
+        self._templates[key] = template
+        self.stats.builds += 1
+        log.info(
+            "template %s built in %.0f ms (%d MiB on tmpfs)",
+            key.name,
+            (time.perf_counter() - started) * 1000,
+            template.size_bytes // MIB,
+        )
+        self._refill(template)
+        return template
+
+    # -- eviction ----------------------------------------------------------------------------
+
+    async def _make_room(self, need_bytes: int) -> bool:
+        """Evict least recently used templates until ``need_bytes`` more fit; False if they
+        cannot (the budget is smaller, or the rest is in use)."""
+        if need_bytes > self.budget_bytes:
+            return False
+        while not self._fits(need_bytes):
+            idle = [t for t in self._templates.values() if t.restoring == 0]
+            if not idle:
+                return False
+            await self.evict(min(idle, key=lambda t: t.last_used))
+        return True
+
+    def _fits(self, need_bytes: int) -> bool:
+        used = sum(t.size_bytes for t in self._templates.values())
+        free = shutil.disk_usage(self.root).free
+        available = _available_memory_bytes() - MIN_FREE_MEMORY_MIB * MIB
+        return used + need_bytes <= self.budget_bytes and need_bytes <= min(free, available)
+
+    async def evict(self, template: Template) -> None:
+        """Forget ``template``: kill its pool entries and remove its files (live clones keep
+        their private mapping)."""
+        template.evicted = True
+        self._templates.pop(template.key, None)
+        # Starting ones are let finish (tens of ms): they then see ``evicted`` and quit.
+        await asyncio.gather(*template.spawning.values(), return_exceptions=True)
+        pool = list(template.pool)
+        template.pool.clear()
+        await asyncio.gather(*(vm.destroy() for vm in pool), return_exceptions=True)
+        shutil.rmtree(template.folder, ignore_errors=True)
+        self.stats.evictions += 1
+        log.info("template %s evicted", template.key.name)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _allocated(folder: Path) -> int:
+    return sum(p.stat().st_blocks * 512 for p in folder.iterdir())
+
+
+def _available_memory_bytes() -> int:
+    with contextlib.suppress(OSError), open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 1 << 62
