@@ -40,8 +40,10 @@ fixtures: setup
 	uv run python -m tests.fixtures.build
 
 bench: setup
-	uv run python -m bench.boot
+	# bench.boot measures cold boots; with templates its creates would be pool takes.
+	ISORUN_TEMPLATES=false uv run python -m bench.boot
 	uv run python -m bench.api
+	uv run python -m bench.snapshots
 
 clean:
 	rm -rf agent/bin

@@ -1,10 +1,11 @@
 """Templates and the warm pool (issue 5, scope item 1) with real microVMs, at hostd level.
 
-A create after the first of its shape restores the template from a pre-started QEMU; clones
-are distinct guests; the pool refills and skips a dead entry; templates are evicted under a
-tight budget while their clones run on; the boot files are part of the key; with templates
-off, creates boot cold; aclose leaves no QEMU and no tmpfs file. Timings and memory are
-printed (``-s``), never asserted.
+A create after the first of its shape takes a clone of the template from the warm pool (loaded
+and warmed up beforehand) or restores one into a fresh QEMU; clones are distinct guests; the
+pool refills and skips a dead entry; templates are evicted under a tight budget while their
+clones run on; the boot files are part of the key; with templates off, creates boot cold;
+aclose leaves no QEMU and no tmpfs file. Timings and memory are printed (``-s``), never
+asserted.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ async def pool_of(
     deadline = time.monotonic() + timeout_s
     while True:
         pools = [t.pool for t in runtime.templates.templates if t.key == key]
-        alive = [vm for pool in pools for vm in pool if vm.launched]
+        alive = [vm for pool in pools for vm in pool if vm.alive]
         if len(alive) >= size or time.monotonic() > deadline:
             return alive
         await asyncio.sleep(0.05)

@@ -4,7 +4,6 @@
 start():  mkdir run/<id> ─► QEMU ─► QMP up ─► agent handshake ─► RUNNING
              any failure on the way ─► destroy() ─► error naming the cause (QEMU log, console)
 start(restore=F): the same QEMU argv plus -S -incoming defer ─► load F ─► cont ─► agent
-launch(): that QEMU alone, waiting (a warm pool's entry); start(restore=F) goes on from there
 save_template(F): quiesce ─► x-ignore-shared ─► stop ─► device state to F (RAM stays in its file)
 save(F):  quiesce the channel ─► stop ─► state to F ─► cont (or stay paused for a hibernate)
 destroy(): close channel ─► QMP quit (or SIGKILL) ─► reap ─► rm -r run/<id>      idempotent
@@ -31,7 +30,7 @@ from isorun_hostd.vm.bootfiles import BootFiles
 from isorun_hostd.vm.capabilities import HostCapabilities
 from isorun_hostd.vm.cmdline import RunPaths, VMSpec, build_argv
 from isorun_hostd.vm.console import ConsoleRing
-from isorun_hostd.vm.errors import BootTimeout, LaunchError, SnapshotError, StateError
+from isorun_hostd.vm.errors import BootTimeout, LaunchError, SnapshotError
 from isorun_hostd.vm.qmp import QMP
 from isorun_hostd.vm.state import StateMachine, VMState
 
@@ -80,24 +79,11 @@ class MicroVM:
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
-    async def launch(self) -> None:
-        """Start QEMU with ``-S -incoming defer`` and connect QMP, for ``start(restore=...)``
-        later: a warm pool's entry, waiting for the state it will load.
-
-        Raises:
-            LaunchError: QEMU failed or exited. Nothing of the VM is left behind.
-        """
-        self.state.move(VMState.BOOTING)
-        try:
-            await self._launch(incoming=True)
-        except BaseException as exc:
-            await self._fail(exc, 0.0)
-
     @property
-    def launched(self) -> bool:
-        """QEMU was started by ``launch`` and is still alive, waiting for ``start``."""
+    def alive(self) -> bool:
+        """Running, as far as hostd knows: RUNNING and QEMU not seen to exit."""
         return (
-            self.state.state is VMState.BOOTING
+            self.state.state is VMState.RUNNING
             and self._process is not None
             and self._process.returncode is None
         )
@@ -107,8 +93,7 @@ class MicroVM:
     ) -> None:
         """Boot and wait for the agent, or with ``restore`` continue the VM saved in that file
         (by ``save`` of a VM with the same spec, boot files and host capabilities; with
-        ``ignore_shared`` by ``save_template`` of this VM's template). A VM prepared by
-        ``launch`` skips starting QEMU.
+        ``ignore_shared`` by ``save_template`` of this VM's template).
 
         Raises:
             LaunchError: QEMU failed or exited while booting.
@@ -116,14 +101,10 @@ class MicroVM:
             SnapshotError: ``restore`` is missing, corrupt or from a VM of another shape.
         Either way, nothing of the VM is left behind.
         """
+        self.state.move(VMState.BOOTING)
         started = time.perf_counter()
-        if self.state.state is VMState.CREATED:
-            self.state.move(VMState.BOOTING)
-        elif restore is None or self._process is None:
-            raise StateError(self.spec.vm_id, self.state.state.value, "created")
         try:
-            if self._process is None:
-                await self._launch(incoming=restore is not None)
+            await self._launch(incoming=restore is not None)
             if restore is not None:
                 await self._load(restore, ignore_shared=ignore_shared)
             # Every save is quiesced (protocol.md section 3, item 5): a restore needs no flush.
@@ -149,8 +130,7 @@ class MicroVM:
 
     async def _fail(self, exc: BaseException, timeout_s: float) -> NoReturn:
         error = self._boot_error(exc, timeout_s)
-        if self.state.state is VMState.BOOTING:
-            self.state.move(VMState.FAILED)
+        self.state.move(VMState.FAILED)
         await self.destroy()
         if error is exc:
             raise exc

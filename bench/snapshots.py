@@ -1,0 +1,171 @@
+"""Snapshot figures for hostd: templates, the warm pool, fork, hibernate. Prints, never asserts.
+
+    uv run python -m bench.snapshots [--runs 10] [--json bench/results/snapshots.json]
+
+All on hostd's Runtime in this process, python fixture image (1 vCPU, 256 MiB), image cached:
+  cold_create_ms           create with templates off: QEMU start -> boot -> agent -> identity
+  template_create_ms       create from the shape's template, a pool entry waiting (refilled
+                           between runs)
+  template_to_exec_ms      the same create -> first `true` exec result back
+  fork1_ms                 fork of 1: save the source once + restore 1 clone, all answering
+  fork10_per_clone_ms      fork of 10, total / 10
+  hibernate_ms             save to disk and stop the VM
+  resume_first_exec_ms     resume -> first `true` exec result back
+  idle_clone_pss_mib       host memory (PSS) of a template clone's QEMU, 5 clones alive, 2 s idle
+  idle_clone_rss_mib       the same, RSS
+and the accelerator (KVM or TCG), which dominates every number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from isorun_hostd.agent_channel import ExecRequest
+from isorun_hostd.config import Settings
+from isorun_hostd.sandboxes import Runtime, Sandbox
+
+from bench.boot import IMAGE, memory_mib, print_table, summary
+from tests.framework.registry import registry_with_fixtures
+
+METRICS = (
+    "cold_create_ms",
+    "template_create_ms",
+    "template_to_exec_ms",
+    "fork1_ms",
+    "fork10_per_clone_ms",
+    "hibernate_ms",
+    "resume_first_exec_ms",
+    "idle_clone_pss_mib",
+    "idle_clone_rss_mib",
+)
+IDLE_CLONES = 5
+
+
+def ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1000
+
+
+async def exec_true(sandbox: Sandbox) -> None:
+    process = await sandbox.channel.exec(ExecRequest(argv=["true"]))
+    end = await process.wait()
+    assert end.exit_code == 0, end
+
+
+async def wait_for_pool(runtime: Runtime, timeout_s: float = 30.0) -> None:
+    assert runtime.templates is not None
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        templates = runtime.templates.templates
+        if templates and all(t.pool and not t.spawning for t in templates):
+            return
+        await asyncio.sleep(0.05)
+
+
+async def cold(reference: str, settings: Settings, runs: int) -> list[float]:
+    runtime = Runtime(settings.model_copy(update={"templates": False}))
+    await runtime.start()
+    try:
+        await runtime.destroy(await runtime.create(reference))  # pull and cache the image
+        figures = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            sandbox = await runtime.create(reference)
+            figures.append(ms_since(started))
+            await runtime.destroy(sandbox)
+        return figures
+    finally:
+        await runtime.aclose()
+
+
+async def measure(reference: str, settings: Settings, runs: int) -> dict[str, object]:
+    figures: dict[str, list[float]] = {name: [] for name in METRICS}
+    figures["cold_create_ms"] = await cold(reference, settings, runs)
+    runtime = Runtime(settings)
+    await runtime.start()
+    try:
+        await runtime.destroy(await runtime.create(reference))  # the image and the template
+        for _ in range(runs):
+            await wait_for_pool(runtime)
+            started = time.perf_counter()
+            sandbox = await runtime.create(reference)
+            figures["template_create_ms"].append(ms_since(started))
+            await exec_true(sandbox)
+            figures["template_to_exec_ms"].append(ms_since(started))
+            await runtime.destroy(sandbox)
+
+        await wait_for_pool(runtime)
+        clones = [await runtime.create(reference) for _ in range(IDLE_CLONES)]
+        await asyncio.sleep(2)
+        for clone in clones:
+            assert clone.vm.pid is not None
+            rss, pss = memory_mib(clone.vm.pid)
+            figures["idle_clone_rss_mib"].append(rss)
+            figures["idle_clone_pss_mib"].append(pss)
+        await asyncio.gather(*(runtime.destroy(c) for c in clones))
+
+        source = await runtime.create(reference)
+        for _ in range(runs):
+            started = time.perf_counter()
+            (clone,) = await runtime.fork(source, 1)
+            figures["fork1_ms"].append(ms_since(started))
+            await runtime.destroy(clone)
+        for _ in range(max(1, runs // 5)):
+            started = time.perf_counter()
+            many = await runtime.fork(source, 10)
+            figures["fork10_per_clone_ms"].append(ms_since(started) / 10)
+            await asyncio.gather(*(runtime.destroy(c) for c in many))
+        await runtime.destroy(source)
+
+        for _ in range(runs):
+            sandbox = await runtime.create(reference)
+            started = time.perf_counter()
+            await runtime.hibernate(sandbox)
+            figures["hibernate_ms"].append(ms_since(started))
+            started = time.perf_counter()
+            resumed = await runtime.resume(sandbox.id)
+            await exec_true(resumed)
+            figures["resume_first_exec_ms"].append(ms_since(started))
+            await runtime.destroy(resumed)
+        caps = runtime.caps
+    finally:
+        await runtime.aclose()
+    return {
+        "accelerator": caps.accel,
+        "accelerator_reason": caps.accel_reason,
+        "qemu": caps.qemu_version,
+        "host": {"kernel": platform.release(), "cpus": os.cpu_count()},
+        "image": IMAGE,
+        "vm": {"vcpus": 1, "mem_mib": 256},
+        "pool_size": settings.template_pool_size,
+        **{name: summary(values) for name, values in figures.items()},
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--json", type=Path, default=Path("bench/results/snapshots.json"))
+    args = parser.parse_args()
+    with (
+        tempfile.TemporaryDirectory(prefix="isorun-bench-") as tmp,
+        registry_with_fixtures(python=True) as registry,
+    ):
+        settings = Settings(state_dir=Path(tmp) / "state", run_dir=Path(tmp) / "run")
+        result = asyncio.run(measure(registry.ref(IMAGE), settings, args.runs))
+    print_table(result, METRICS)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"written {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
