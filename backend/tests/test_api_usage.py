@@ -11,7 +11,7 @@ import pytest_asyncio
 from api_support import BOTH_ENGINES, NewDatabase, assert_problem, auth
 from isorun_backend.core.config import BackendSettings
 from isorun_backend.core.security import Principal
-from isorun_backend.models import SandboxRow
+from isorun_backend.models import HibernationSpan, SandboxRow
 from isorun_backend.services.api_keys import create_tenant
 from isorun_backend.services.errors import InvalidRequest
 from isorun_backend.services.usage import Meter, UsageService
@@ -104,6 +104,38 @@ async def test_without_a_window_everything_up_to_now_counts_deleted_sandboxes_to
     later = await usage.report(principal)
     assert later.vcpu_seconds - report.vcpu_seconds == 7200
     assert later.cost_usd == pytest.approx(report.cost_usd + 0.08)
+
+
+async def test_hibernated_spans_are_not_metered_in_the_object_or_a_window(
+    new_database: NewDatabase,
+) -> None:
+    """h: 1 vCPU, 1 GiB from T0; hibernated T0+30m..T0+1h, and again since T0+1h30; now T0+2h."""
+    db = Database(new_database())
+    await db.upgrade()
+    tenant = await create_tenant(db, "hibernating")
+    minute = dt.timedelta(minutes=1)
+    row = _row("sb-h", tenant, 1, 1024, T0, hibernated_s=1800.0, hibernated_at=T0 + 90 * minute)
+    row.state = "hibernated"
+    async with db.session() as session, session.begin():
+        session.add(row)
+        await session.flush()
+        session.add_all(
+            [
+                HibernationSpan(sandbox_id="sb-h", started_at=T0 + 30 * minute, ended_at=T0 + HOUR),
+                HibernationSpan(sandbox_id="sb-h", started_at=T0 + 90 * minute),
+            ]
+        )
+    meter = Meter(BackendSettings(), clock=lambda: T0 + 2 * HOUR)
+    try:
+        assert meter.sandbox(row).vcpu_seconds == 7200 - 1800 - 1800
+        usage = UsageService(db, meter)
+        whole = await usage.report(Principal(tenant, "k"))
+        assert whole.vcpu_seconds == 3600
+        window = await usage.report(Principal(tenant, "k"), since=T0 + 45 * minute)
+        # 75 min in the window, less 15 min of the first span and 30 of the open one.
+        assert window.vcpu_seconds == 30 * 60
+    finally:
+        await db.aclose()
 
 
 async def test_a_window_must_be_zoned_and_ordered(

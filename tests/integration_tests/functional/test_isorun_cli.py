@@ -204,3 +204,30 @@ def test_sigkill_then_restart_leaves_nothing_orphaned(
         assert not list((data_dir / "run").iterdir())
         assert second.stop() == 0
     assert _processes_mentioning(str(data_dir)) == []
+
+
+def test_a_hibernated_sandbox_resumes_after_up_restarts(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """Hibernate, stop `up` (SIGTERM), start it again on the same data dir: the sandbox is still
+    hibernated, and resumes with its file and its background process."""
+    data_dir = tmp_path_factory.mktemp("isorun-hibernated")
+    heartbeat = "nohup sh -c 'while :; do echo b >> /tmp/beats; sleep 0.2; done' >/dev/null 2>&1 &"
+    with start_up(data_dir) as first:
+        sandbox = Sandbox("python", memory_mib=256, api_url=first.url, api_key=first.key)
+        sandbox.exec(f"echo kept > /tmp/note; {heartbeat}", check=True)
+        assert sandbox.hibernate().state == "hibernated"
+        sandbox.close()
+        assert first.stop() == 0
+    with start_up(data_dir, key=first.key) as second:
+        again = Sandbox.connect(sandbox.id, api_url=second.url, api_key=first.key)
+        assert again.info.state == "hibernated"
+        resumed = second.cli("resume", sandbox.id, key=first.key)
+        assert resumed.stdout.split() == [sandbox.id, "running"], resumed.stderr
+        assert again.exec("cat /tmp/note").stdout == "kept\n"
+        before = int(again.exec("wc -l < /tmp/beats").stdout)
+        time.sleep(1.2)
+        assert int(again.exec("wc -l < /tmp/beats").stdout) > before
+        again.destroy()
+        assert second.stop() == 0
+    assert _processes_mentioning(str(data_dir)) == []

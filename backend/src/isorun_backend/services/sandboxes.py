@@ -12,13 +12,7 @@ reconcile list the node's VMs: a running row whose VM is there is adopted into `
           "stopped"; a VM with no running row (an orphan) ─► destroyed. A node that does not
           answer keeps its rows as they are (state unknown) and is tried again next pass.
 aclose    embedded node: destroy its VMs ─► their rows "stopped"; remote nodes keep theirs
-fork      source running ─► reserve quota for the clones ─► node fork (it names the clones)
-          ─► rows (labels copied, forked_from) ─► clones' reservations settled
-hibernate node saves the state and destroys the VM ─► row "hibernated", a hibernation span
-          opens (not metered, holds no quota); hibernated rows survive restarts
-resume    reserve quota ─► node restores the state under the same id ─► row "running", the
-          span closes and the expiry moves by its length. Exec, files and processes on a
-          hibernated sandbox resume it first; a failed resume leaves it hibernated.
+fork, hibernate, resume, auto-hibernate: services.saved_states (part of this service)
 restore   POST /v1/sandboxes {"snapshot"}: placed on the node that holds the snapshot
 delete    also forgets a hibernated state, and the sandbox's snapshots not marked ``keep``
 ```
@@ -28,11 +22,11 @@ A VM enters ``_live`` before its row is written and leaves it before it is destr
 between the two a running row always has a VM; the one gap (the row update after a destroy
 fails) is closed by reconciliation. Ids with a create or delete in flight are ``_busy``, and
 reconciliation leaves them alone; a node with a fork in flight (whose clones the node names,
-so they are not ``_busy``) destroys no orphans until it ends. Fork, snapshot, hibernate and
-resume of one sandbox take its lock, one at a time. The embedded node's VMs die with the
-process (PDEATHSIG), so after a restart its running rows are stopped (hibernated rows stay:
-their state is on disk). This assumes one backend process owns the
-database's sandboxes; several backends sharing PostgreSQL will need an owner per row.
+so they are not ``_busy``) destroys no orphans until it ends. Fork, snapshot, hibernate,
+resume and delete of one sandbox take its lock, one at a time. The embedded node's VMs die
+with the process (PDEATHSIG), so after a restart its running rows are stopped (hibernated rows
+stay: their state is on disk). This assumes one backend process owns the database's
+sandboxes; several backends sharing PostgreSQL will need an owner per row.
 """
 
 from __future__ import annotations
@@ -48,26 +42,21 @@ import logging
 import secrets
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from isorun_hostd.agent_channel import AgentError, ChannelError
 from isorun_hostd.api.models import NodeInfo, NodeSandbox
 from isorun_hostd.images import ImageError
 from isorun_hostd.sandboxes import NoRoom, RuntimeRefused
 from isorun_hostd.snapshots import SnapshotNotFound as NodeSnapshotNotFound
 from isorun_hostd.vm import VMError
-from isorun_hostd.vm.errors import BootTimeout, SnapshotError, StateError
+from isorun_hostd.vm.errors import BootTimeout, SnapshotError
 from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from isorun_backend.core.config import BackendSettings
 from isorun_backend.core.security import Principal
 from isorun_backend.models import (
-    ForkCreate,
-    ForkList,
-    HibernationSpan,
     IdempotencyRecord,
     SandboxCreate,
     SandboxList,
@@ -86,12 +75,18 @@ from isorun_backend.services.errors import (
     InvalidRequest,
     SandboxNotFound,
     SandboxNotRunning,
-    ServiceError,
     SnapshotFailed,
     SnapshotNotFound,
     Unavailable,
 )
 from isorun_backend.services.quotas import QuotaService
+from isorun_backend.services.saved_states import (
+    SavedStates,
+    close_span,
+    end_hibernation,
+)
+from isorun_backend.services.saved_states import sandbox_public as _public
+from isorun_backend.services.saved_states import sandbox_row as _row
 from isorun_backend.services.usage import Meter
 from isorun_backend.storage import Database
 
@@ -109,7 +104,7 @@ class Running:
     node: Node
 
 
-class SandboxService:
+class SandboxService(SavedStates):
     """Owns the map sandbox id -> node, and every change to a sandbox row.
 
     Call ``start()`` before use and ``aclose()`` at shutdown (the app's lifespan does both);
@@ -397,9 +392,18 @@ class SandboxService:
     async def delete(self, principal: Principal, sandbox_id: str) -> None:
         """Destroy the VM (if running) and delete the sandbox.
 
+        Waits for a fork, snapshot, hibernate or resume of the sandbox in progress.
+
         Raises:
             SandboxNotFound: no such sandbox, or it was deleted already.
         """
+        async with self._locks[sandbox_id]:
+            await self._delete(principal, sandbox_id)
+        self._locks.pop(sandbox_id, None)
+        self._active.pop(sandbox_id, None)
+        log.info("sandbox %s deleted", sandbox_id)
+
+    async def _delete(self, principal: Principal, sandbox_id: str) -> None:
         async with self._db.session() as session:
             await _row(session, principal, sandbox_id)
         node = self._live.pop(sandbox_id, None)
@@ -418,8 +422,8 @@ class SandboxService:
             row.deleted_at = utcnow()
             was = row.state
             if row.state == "hibernated":
-                _end_hibernation(row, row.deleted_at)
-                await _close_span(session, sandbox_id, row.deleted_at)
+                end_hibernation(row, row.deleted_at)
+                await close_span(session, sandbox_id, row.deleted_at)
             if row.state in ("running", "hibernated"):
                 row.state = "stopped"
                 row.stopped_at = row.deleted_at
@@ -431,9 +435,6 @@ class SandboxService:
             except (NodeUnavailable, NodeSnapshotNotFound) as exc:
                 log.warning("sandbox %s deleted; its hibernated state stays: %s", sandbox_id, exc)
         await self._collect_snapshots(sandbox_id)
-        self._locks.pop(sandbox_id, None)
-        self._active.pop(sandbox_id, None)
-        log.info("sandbox %s deleted", sandbox_id)
 
     async def _collect_snapshots(self, sandbox_id: str) -> None:
         """Delete the snapshots of a deleted sandbox that are not marked ``keep``."""
@@ -494,260 +495,6 @@ class SandboxService:
         if row.state != "running" or node is None:
             raise SandboxNotRunning(sandbox_id, "stopped" if row.state == "running" else row.state)
         return Running(sandbox_id, row.env, node)
-
-    def lost(self, sandbox_id: str, exc: Exception) -> ServiceError:
-        """The error for an agent channel that broke while in use: the sandbox was stopped
-        meanwhile (by a delete or its TTL), or its VM failed under us."""
-        if sandbox_id not in self._live:
-            return SandboxNotRunning(sandbox_id, "stopped")
-        return InternalError(f"lost the connection to the sandbox: {exc}", sandbox_id=sandbox_id)
-
-    # -- fork, hibernate, resume -----------------------------------------------------------
-
-    @contextlib.asynccontextmanager
-    async def saving(
-        self, principal: Principal, sandbox_id: str, what: str
-    ) -> AsyncIterator[tuple[SandboxRow, Node]]:
-        """Hold the sandbox's lock for a save (fork, snapshot, hibernate); yields its row and
-        node. ``what`` names the operation in the refusal.
-
-        Raises:
-            SandboxNotFound, SandboxNotRunning (hibernated, stopped or failed), Unavailable.
-        """
-        async with self._locks[sandbox_id]:
-            async with self._db.session() as session:
-                row = await _row(session, principal, sandbox_id)
-            node = self._live.get(sandbox_id)
-            if row.state == "running" and node is None and row.node in self._unreached:
-                raise Unavailable(f"node {row.node} of sandbox {sandbox_id} does not answer")
-            if row.state != "running" or node is None:
-                state = "stopped" if row.state == "running" else row.state
-                raise SandboxNotRunning(sandbox_id, state, what=what)
-            self._active[sandbox_id] = time.monotonic()
-            yield row, node
-
-    async def fork(self, principal: Principal, sandbox_id: str, body: ForkCreate) -> ForkList:
-        """``body.count`` clones of a running sandbox (its files and processes as they are),
-        each a new sandbox of the same tenant with the source's labels, env and metadata.
-        All or none; they count against the quota as creates do.
-
-        Raises:
-            SandboxNotFound, SandboxNotRunning, QuotaExceeded, Unavailable (no room on the
-            source's node), SnapshotFailed, InternalError.
-        """
-        async with (
-            self.saving(principal, sandbox_id, "fork") as (source, node),
-            self._quotas.reserve(
-                principal.tenant_id, source.vcpus, source.memory_mib, count=body.count
-            ) as reservation,
-        ):
-            clones = await self._fork_vms(node, sandbox_id, body.count)
-            now = utcnow()
-            expires_at = (
-                source.expires_at
-                if body.timeout_s is None
-                else now + dt.timedelta(seconds=body.timeout_s)
-            )
-            rows = [
-                SandboxRow(
-                    id=clone.id,
-                    node=node.name,
-                    tenant_id=principal.tenant_id,
-                    image=source.image,
-                    image_ref=source.image_ref,
-                    state="running",
-                    vcpus=source.vcpus,
-                    memory_mib=source.memory_mib,
-                    env=dict(source.env),
-                    meta=dict(source.meta),
-                    labels=dict(source.labels),
-                    created_at=now,
-                    expires_at=expires_at,
-                    forked_from=sandbox_id,
-                    auto_hibernate_s=source.auto_hibernate_s,
-                )
-                for clone in clones
-            ]
-            try:
-                async with self._db.session() as session, session.begin():
-                    session.add_all(rows)
-                    await self._quotas.settle(session, reservation)
-            except BaseException:
-                for clone in clones:
-                    self._live.pop(clone.id, None)
-                await asyncio.shield(
-                    asyncio.gather(
-                        *(node.destroy(clone.id) for clone in clones), return_exceptions=True
-                    )
-                )
-                raise
-            finally:
-                self._busy.difference_update(clone.id for clone in clones)
-        log.info("sandbox %s forked into %s", sandbox_id, [clone.id for clone in clones])
-        return ForkList(data=[_public(row, self._meter) for row in rows])
-
-    async def _fork_vms(self, node: Node, sandbox_id: str, count: int) -> list[NodeSandbox]:
-        """The clones, ``_live`` and ``_busy`` (until the caller has written their rows)."""
-        self._forking[node.name] += 1
-        try:
-            clones = await node.fork(sandbox_id, count)
-            for clone in clones:
-                self._live[clone.id] = node
-                self._busy.add(clone.id)
-        except NoRoom as exc:
-            raise Unavailable(f"node {node.name}: {exc}") from exc
-        except ChannelError as exc:
-            raise self.lost(sandbox_id, exc) from exc
-        except (SnapshotError, StateError) as exc:
-            raise SnapshotFailed(
-                f"fork of {sandbox_id} failed: {exc}", sandbox_id=sandbox_id
-            ) from exc
-        except (AgentError, VMError, ValueError) as exc:
-            raise InternalError(
-                f"fork of {sandbox_id} failed: {exc}", sandbox_id=sandbox_id
-            ) from exc
-        finally:
-            self._forking[node.name] -= 1
-        return clones
-
-    async def hibernate(self, principal: Principal, sandbox_id: str) -> SandboxPublic:
-        """Save the sandbox to its node's disk and destroy its VM: it holds no quota and is not
-        metered until ``resume``. Hibernating a hibernated sandbox returns it as it is.
-
-        Raises:
-            SandboxNotFound, SandboxNotRunning (stopped or failed), Unavailable,
-            SnapshotFailed (the save failed; the sandbox keeps running).
-        """
-        async with self._db.session() as session:
-            if (await _row(session, principal, sandbox_id)).state == "hibernated":
-                return await self.get(principal, sandbox_id)
-        async with self.saving(principal, sandbox_id, "hibernate") as (_row_now, node):
-            await self._hibernate_vm(sandbox_id, node)
-        log.info("sandbox %s hibernated", sandbox_id)
-        return await self.get(principal, sandbox_id)
-
-    async def _hibernate_vm(self, sandbox_id: str, node: Node) -> None:
-        self._busy.add(sandbox_id)
-        try:
-            try:
-                await node.hibernate(sandbox_id)
-            except ChannelError as exc:
-                raise self.lost(sandbox_id, exc) from exc
-            except (SnapshotError, StateError) as exc:
-                raise SnapshotFailed(
-                    f"hibernate of {sandbox_id} failed; it keeps running: {exc}",
-                    sandbox_id=sandbox_id,
-                ) from exc
-            self._live.pop(sandbox_id, None)
-            now = utcnow()
-            async with self._db.session() as session, session.begin():
-                await session.execute(
-                    update(SandboxRow)
-                    .where(SandboxRow.id == sandbox_id, SandboxRow.state == "running")
-                    .values(state="hibernated", hibernated_at=now)
-                )
-                session.add(HibernationSpan(sandbox_id=sandbox_id, started_at=now))
-        finally:
-            self._busy.discard(sandbox_id)
-
-    async def resume(self, principal: Principal, sandbox_id: str) -> SandboxPublic:
-        """Bring a hibernated sandbox back, its processes and files as they were; its expiry
-        moves by the time it spent hibernated. Resuming a running sandbox returns it as is.
-
-        Raises:
-            SandboxNotFound, Conflict (stopped or failed), QuotaExceeded, Unavailable (its node
-            does not answer or has no room), SnapshotFailed (its saved state is missing or
-            corrupt, or the node changed; it stays hibernated).
-        """
-        async with self._locks[sandbox_id]:
-            async with self._db.session() as session:
-                row = await _row(session, principal, sandbox_id)
-            if row.state == "running":
-                return _public(row, self._meter)
-            if row.state != "hibernated":
-                raise Conflict(
-                    f"sandbox {sandbox_id!r} is {row.state}; only a hibernated sandbox resumes"
-                )
-            node = self._nodes.get(row.node)
-            if node is None:
-                raise Unavailable(f"sandbox {sandbox_id} hibernated on node {row.node}, gone")
-            async with self._quotas.reserve(
-                principal.tenant_id, row.vcpus, row.memory_mib
-            ) as reservation:
-                await self._resume_vm(sandbox_id, node, reservation)
-            self._active[sandbox_id] = time.monotonic()
-        log.info("sandbox %s resumed", sandbox_id)
-        return await self.get(principal, sandbox_id)
-
-    async def _resume_vm(self, sandbox_id: str, node: Node, reservation: str) -> None:
-        self._busy.add(sandbox_id)
-        try:
-            try:
-                await node.resume(sandbox_id)
-            except NoRoom as exc:
-                raise Unavailable(f"node {node.name}: {exc}") from exc
-            except (NodeSnapshotNotFound, SnapshotError) as exc:
-                raise SnapshotFailed(
-                    f"resume of {sandbox_id} failed; it stays hibernated: {exc}",
-                    sandbox_id=sandbox_id,
-                ) from exc
-            except (RuntimeRefused, VMError) as exc:
-                raise InternalError(
-                    f"resume of {sandbox_id} failed; it stays hibernated: {exc}",
-                    sandbox_id=sandbox_id,
-                ) from exc
-            self._live[sandbox_id] = node
-            try:
-                now = utcnow()
-                async with self._db.session() as session, session.begin():
-                    row = await session.get(SandboxRow, sandbox_id)
-                    assert row is not None and row.hibernated_at is not None
-                    row.expires_at += now - row.hibernated_at
-                    _end_hibernation(row, now)
-                    row.state = "running"
-                    await _close_span(session, sandbox_id, now)
-                    await self._quotas.settle(session, reservation)
-            except BaseException:
-                # The node deleted the hibernation on resume: save it again rather than lose it.
-                self._live.pop(sandbox_id, None)
-                await asyncio.shield(node.hibernate(sandbox_id))
-                raise
-        finally:
-            self._busy.discard(sandbox_id)
-
-    async def _auto_hibernate(self) -> None:
-        """Hibernate running sandboxes idle past their ``auto_hibernate_s``: no exec, file or
-        process call since, and no process started through the API still running."""
-        async with self._db.session() as session:
-            rows = (
-                await session.execute(
-                    select(SandboxRow.id, SandboxRow.auto_hibernate_s).where(
-                        SandboxRow.state == "running", SandboxRow.auto_hibernate_s.is_not(None)
-                    )
-                )
-            ).all()
-        now = time.monotonic()
-        for sandbox_id, idle_s in rows:
-            assert idle_s is not None
-            node = self._live.get(sandbox_id)
-            last = self._active.setdefault(sandbox_id, now)
-            if node is None or sandbox_id in self._busy or now - last < idle_s:
-                continue
-            lock = self._locks[sandbox_id]
-            if lock.locked():
-                continue
-            try:
-                listing = await node.processes(sandbox_id)
-                if any(process.running for process in listing.processes):
-                    self._active[sandbox_id] = now
-                    continue
-                async with lock:
-                    if self._live.get(sandbox_id) is not node or self._active[sandbox_id] != last:
-                        continue
-                    await self._hibernate_vm(sandbox_id, node)
-                log.info("sandbox %s idle for %s s; hibernated", sandbox_id, idle_s)
-            except (ServiceError, AgentError, ChannelError, VMError) as exc:
-                log.warning("auto-hibernate of %s failed: %s", sandbox_id, exc)
 
     # -- idempotency ---------------------------------------------------------------------------
 
@@ -898,51 +645,6 @@ class SandboxService:
                 .where(SandboxRow.id.in_(ids), SandboxRow.state == "running")
                 .values(state="stopped", stopped_at=utcnow())
             )
-
-
-async def _row(session: AsyncSession, principal: Principal, sandbox_id: str) -> SandboxRow:
-    row = await session.get(SandboxRow, sandbox_id)
-    if row is None or row.tenant_id != principal.tenant_id or row.deleted_at is not None:
-        raise SandboxNotFound(sandbox_id)
-    return row
-
-
-def _public(row: SandboxRow, meter: Meter) -> SandboxPublic:
-    return SandboxPublic(
-        id=row.id,
-        image=row.image,
-        image_ref=row.image_ref,
-        state=row.state,  # type: ignore[arg-type]  # the column only ever holds SandboxState
-        vcpus=row.vcpus,
-        memory_mib=row.memory_mib,
-        created_at=row.created_at,
-        expires_at=row.expires_at,
-        env=row.env,
-        metadata=row.meta,
-        labels=row.labels,
-        usage=meter.sandbox(row),
-        forked_from=row.forked_from,
-        from_snapshot=row.from_snapshot,
-        hibernated_at=row.hibernated_at,
-        auto_hibernate_s=row.auto_hibernate_s,
-    )
-
-
-def _end_hibernation(row: SandboxRow, now: dt.datetime) -> None:
-    """Close the row's open hibernation span at ``now`` (its seconds join ``hibernated_s``)."""
-    if row.hibernated_at is not None:
-        row.hibernated_s = (row.hibernated_s or 0.0) + max(
-            (now - row.hibernated_at).total_seconds(), 0.0
-        )
-        row.hibernated_at = None
-
-
-async def _close_span(session: AsyncSession, sandbox_id: str, now: dt.datetime) -> None:
-    await session.execute(
-        update(HibernationSpan)
-        .where(HibernationSpan.sandbox_id == sandbox_id, HibernationSpan.ended_at.is_(None))
-        .values(ended_at=now)
-    )
 
 
 def _from_snapshot(body: SandboxCreate, snapshot: SnapshotRow) -> SandboxCreate:

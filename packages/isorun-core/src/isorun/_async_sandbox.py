@@ -315,7 +315,7 @@ class AsyncSandbox:
         for info in parse_model(Page[SandboxInfo], answer).data:
             if self._lease is None:
                 raise UsageError("this sandbox handle is closed")
-            clone = AsyncSandbox(self._client, info)
+            clone = type(self)(self._client, info)
             clone._lease = self._lease.share()
             clones.append(clone)
         return clones

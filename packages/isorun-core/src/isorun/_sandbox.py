@@ -393,7 +393,7 @@ class Sandbox:
         answer = self._client.send(_routes.fork_sandbox(self.id, n, timeout_s))
         clones = []
         for info in parse_model(Page[SandboxInfo], answer).data:
-            clone = Sandbox.__new__(Sandbox)
+            clone = type(self).__new__(type(self))
             clone._bind(self._client, self._share_lease(), info)
             clones.append(clone)
         return clones

@@ -436,10 +436,13 @@ async def _stream(sandbox: AsyncSandbox, argv: list[str], timeout_s: float | Non
 
 
 def _run(args: argparse.Namespace) -> int:
-    argv = _argv(args.command)
-
+    if args.snapshot is not None and args.image is not None:
+        # With --snapshot there is no IMAGE: argparse gave it the command's first word.
+        args.command = [args.image, *args.command]
+        args.image = None
     if (args.image is None) == (args.snapshot is None):
         raise SystemExit("isorun: error: give an IMAGE or --snapshot SNAP (one of them)")
+    argv = _argv(args.command)
 
     async def run() -> int:
         if args.snapshot is not None:
