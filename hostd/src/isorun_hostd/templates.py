@@ -24,8 +24,8 @@ Pool entries are loaded and warmed up before a create takes one, not at the take
 is 5-12 ms, but under TCG a restored guest runs every code path untranslated once more: measured
 here, the agent's handshake then took 100-170 ms, the identity op 160-230 ms and the first exec
 300-500 ms; a warmed entry answers the create's identity op and first exec in ~15 and ~100-150
-ms. Nothing unique is lost: until its take an entry is the template (same RAM, same RNG state,
-hostname ``isorun``), runs no user code, and the take's identity op reseeds the kernel's RNG and
+ms. Uniqueness is kept: an entry runs no user code before its take (its warm-up identity op
+already reseeds it, as ``isorun``), and the take's identity op reseeds the kernel's RNG again and
 sets the clock, hostname and machine-id before the caller sees the VM.
 
 The key holds everything the saved RAM and device state depend on: the image (ChainID and disk),
@@ -36,7 +36,8 @@ machine-id, entropy and clock) are not in the argv; the identity op sets them af
 Costs and limits:
 - A template holds its RAM file on tmpfs (``root``): up to its whole memory size. The sum is
   kept under ``budget_bytes``, under the tmpfs' free space and under the host's available memory
-  (less ``MIN_FREE_MEMORY_MIB``) by evicting the least recently used templates first; one being
+  (less ``MIN_FREE_MEMORY_MIB``) by evicting the least recently used templates first (a pool
+  is not refilled either while that much memory is not available); one being
   restored from right now is never evicted. Eviction kills the template's pool entries and
   unlinks its files. Live clones keep their private mapping of the unlinked file; its pages
   are freed when the last clone exits.
@@ -295,6 +296,14 @@ class Templates:
         if self._closed or template.evicted:
             return
         missing = self.pool_size - len(template.pool) - len(template.spawning)
+        if (
+            missing > 0
+            and _available_memory_bytes()
+            < (MIN_FREE_MEMORY_MIB + template.key.mem_mib) * MIB * missing
+        ):
+            # Under memory pressure the pool waits: creates restore into fresh QEMUs meanwhile.
+            log.warning("low host memory: the pool of %s is not refilled", template.key.name)
+            return
         for _ in range(max(0, missing)):
             vm = MicroVM(
                 self._clone_spec(template, f"pool-{secrets.token_hex(6)}"),
