@@ -36,7 +36,14 @@ def sandboxes(fake: FakeBackend) -> Any:
 
 
 def test_exports() -> None:
-    assert isorun_langgraph.__all__ == ["THREAD_METADATA_KEY", "ThreadSandboxes", "thread_id_of"]
+    assert isorun_langgraph.__all__ == [
+        "SNAPSHOT_KEY",
+        "THREAD_METADATA_KEY",
+        "SandboxState",
+        "ThreadSandboxes",
+        "TimeTravelSandboxes",
+        "thread_id_of",
+    ]
 
 
 def test_one_sandbox_per_thread_created_lazily(

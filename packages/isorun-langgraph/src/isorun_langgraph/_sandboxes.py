@@ -163,7 +163,7 @@ class ThreadSandboxes:
         Each call resolves the sandbox from the tool call's config, so one tool list serves
         every thread. Guest failures come back as error `ToolMessage`s (see `_tools`).
         """
-        return _tools.sandbox_tools(self)
+        return _tools.sandbox_tools(lambda config, _state: self.get(config))
 
     def close(self) -> None:
         """Destroy every sandbox, then close the client if this object made it.
