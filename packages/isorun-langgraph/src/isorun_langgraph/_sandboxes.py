@@ -132,19 +132,24 @@ class ThreadSandboxes:
             with self._lock:
                 sandbox = self._sandboxes.get(thread_id)
             if sandbox is None:
-                sandbox = Sandbox(
-                    self._image,
-                    vcpus=self._vcpus,
-                    memory_mib=self._memory_mib,
-                    timeout_s=self._timeout_s,
-                    env=self._env,
-                    labels=self._labels,
-                    metadata={THREAD_METADATA_KEY: thread_id},
-                    client=self._client,
-                )
+                sandbox = self._boot(thread_id)
                 with self._lock:
                     self._sandboxes[thread_id] = sandbox
         return sandbox
+
+    def _boot(self, thread_id: str, snapshot: str | None = None) -> Sandbox:
+        """A new VM for the thread: from the image, or continuing from `snapshot`."""
+        return Sandbox(
+            self._image,
+            vcpus=self._vcpus,
+            memory_mib=self._memory_mib,
+            timeout_s=self._timeout_s,
+            env=self._env,
+            labels=self._labels,
+            metadata={THREAD_METADATA_KEY: thread_id},
+            snapshot=snapshot,
+            client=self._client,
+        )
 
     def release(self, thread_id: str) -> None:
         """Destroy the sandbox of `thread_id`, if it has one; its next `get` boots a new one.

@@ -30,7 +30,7 @@ from langchain_core.tools import BaseTool
 from langgraph.graph import MessagesState
 
 from isorun_langgraph import _tools
-from isorun_langgraph._sandboxes import THREAD_METADATA_KEY, ThreadSandboxes, thread_id_of
+from isorun_langgraph._sandboxes import ThreadSandboxes, thread_id_of
 
 SNAPSHOT_KEY = "isorun_snapshot"
 """The graph state key holding the VM's snapshot id at each checkpoint."""
@@ -139,14 +139,7 @@ class TimeTravelSandboxes(ThreadSandboxes):
             super().close()
 
     def _replace(self, thread_id: str, old: Sandbox, snapshot_id: str) -> Sandbox:
-        restored = Sandbox.from_snapshot(
-            snapshot_id,
-            timeout_s=self._timeout_s,
-            env=self._env,
-            labels=self._labels,
-            metadata={THREAD_METADATA_KEY: thread_id},
-            client=self._client,
-        )
+        restored = self._boot(thread_id, snapshot=snapshot_id)
         with self._lock:
             self._sandboxes[thread_id] = restored
         old.destroy()
