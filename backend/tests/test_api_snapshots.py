@@ -22,9 +22,12 @@ import pytest_asyncio
 from api_support import BOTH_ENGINES, NewDatabase, assert_problem, auth, make_settings
 from isorun_backend.core.config import BackendSettings
 from isorun_backend.main import create_app
+from isorun_backend.models import QuotaReservation
 from isorun_backend.services import Services
 from isorun_backend.services.api_keys import authenticate, create_key, create_tenant
 from isorun_backend.services.quotas import set_limits
+from isorun_hostd.vm.errors import SnapshotError
+from sqlalchemy import select
 
 from tests.framework.registry import Registry
 from tests.host_tools.leaks import qemu_pids
@@ -125,6 +128,29 @@ async def test_a_fork_counts_against_the_quota_like_creates(
         f"/v1/sandboxes/{source}/fork", json={"count": 17}, headers=auth(key)
     )
     assert_problem(response, 422, "invalid_request")
+
+
+async def test_failed_saves_are_clear_problems_and_leave_the_source_running(
+    client: httpx.AsyncClient, services: Services, key: str, source: str, monkeypatch: Any
+) -> None:
+    async def disk_full(*_args: Any, **_kwargs: Any) -> Any:
+        raise SnapshotError("VM x: save failed: No space left on device")
+
+    assert services.runtime is not None
+    before = len((await get(client, key, "/v1/sandboxes"))["data"])
+    for method in ("fork", "snapshot", "hibernate"):
+        monkeypatch.setattr(services.runtime, method, disk_full)
+    for path in ("fork", "snapshots", "hibernate"):
+        response = await client.post(f"/v1/sandboxes/{source}/{path}", json={}, headers=auth(key))
+        body = assert_problem(response, 500, "snapshot_failed")
+        assert "No space left" in body["detail"]
+    monkeypatch.undo()
+    assert (await get(client, key, f"/v1/sandboxes/{source}"))["state"] == "running"
+    assert await sh(client, key, source, "cat /tmp/shared.txt") == "from-source\n"
+    assert len((await get(client, key, "/v1/sandboxes"))["data"]) == before
+    assert (await get(client, key, f"/v1/snapshots?sandbox_id={source}"))["data"] == []
+    async with services.db.session() as session:
+        assert not list(await session.scalars(select(QuotaReservation)))
 
 
 async def test_snapshots_restore_on_their_node_are_tenant_scoped_and_collected(
