@@ -9,6 +9,8 @@ errors that leave the source unharmed and nothing behind.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -134,6 +136,23 @@ async def test_fork_of_a_gone_sandbox_is_refused(runtime: Runtime, python_ref: s
     with pytest.raises(StateError, match="stopped"):
         await runtime.fork(doomed, 1)
     assert not list(runtime._fork_streams.root.iterdir())
+
+
+async def test_fork_of_a_crashed_sandbox_is_a_clear_error(
+    runtime: Runtime, python_ref: str
+) -> None:
+    crashed = await runtime.create(python_ref)
+    assert crashed.vm.pid is not None
+    os.kill(crashed.vm.pid, signal.SIGKILL)
+    try:
+        with pytest.raises(SnapshotError, match="save failed"):
+            await runtime.fork(crashed, 2)
+        with pytest.raises(SnapshotError, match="save failed"):
+            await runtime.hibernate(crashed)
+        assert runtime.hibernations.all() == []
+        assert not list(runtime._fork_streams.root.iterdir())
+    finally:
+        await runtime.destroy(crashed)
 
 
 @pytest.fixture
