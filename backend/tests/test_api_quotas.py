@@ -8,13 +8,15 @@ from typing import Any
 import httpx
 import pytest
 from api_support import BOTH_ENGINES, assert_problem, auth
+from isorun_backend.core.config import BackendSettings
 from isorun_backend.core.security import Principal
-from isorun_backend.models import SandboxCreate
+from isorun_backend.models import QuotaReservation, SandboxCreate
 from isorun_backend.services import Services
 from isorun_backend.services.api_keys import authenticate, create_key, create_tenant
 from isorun_backend.services.errors import InternalError
-from isorun_backend.services.quotas import set_limits
+from isorun_backend.services.quotas import QuotaService, set_limits
 from isorun_hostd.vm.errors import LaunchError
+from sqlalchemy import select
 
 pytestmark = [pytest.mark.asyncio(loop_scope="session"), BOTH_ENGINES]
 
@@ -92,3 +94,48 @@ async def test_two_concurrent_creates_do_not_both_take_the_last_slot(
     monkeypatch.setattr(services.runtime, "create", fail)
     response = await client.post("/v1/sandboxes", json=SMALL, headers=auth(key))
     assert_problem(response, 500, "internal")
+
+
+async def _held(services: Services, group: str) -> int:
+    async with services.db.session() as session:
+        ids = await session.scalars(
+            select(QuotaReservation.id).where(QuotaReservation.id.like(f"{group}-%"))
+        )
+        return len(list(ids))
+
+
+async def test_a_committed_settle_needs_no_second_transaction(
+    services: Services, settings: BackendSettings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tenant = await create_tenant(services.db, "quotas")
+    quotas = QuotaService(settings, services.db)
+    forgotten: list[str] = []
+    forget = quotas._forget
+
+    async def record(group: str) -> None:
+        forgotten.append(group)
+        await forget(group)
+
+    monkeypatch.setattr(quotas, "_forget", record)
+    async with quotas.reserve(tenant, 1, 256, count=2) as group:
+        assert await _held(services, group) == 2
+        async with services.db.session() as session, session.begin():
+            await quotas.settle(session, group)
+    assert await _held(services, group) == 0
+    assert forgotten == []
+
+
+async def test_a_settle_whose_transaction_rolls_back_is_freed_on_the_way_out(
+    services: Services, settings: BackendSettings
+) -> None:
+    tenant = await create_tenant(services.db, "quotas")
+    quotas = QuotaService(settings, services.db)
+    with pytest.raises(RuntimeError, match="row insert failed"):
+        async with (
+            quotas.reserve(tenant, 1, 256) as group,
+            services.db.session() as session,
+            session.begin(),
+        ):
+            await quotas.settle(session, group)
+            raise RuntimeError("row insert failed")
+    assert await _held(services, group) == 0

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from isorun_backend.core.config import BackendSettings
 from isorun_backend.services import images as image_service
 from isorun_backend.services.errors import ImageRejected
+from isorun_backend.storage import Database
 from isorun_hostd.images import errors as image_errors
 from pydantic import ValidationError
 
@@ -45,3 +47,16 @@ def test_settings_refuse_floating_aliases_and_implicit_prod_databases(
         BackendSettings()
     monkeypatch.setenv("ISORUN_DATABASE_URL", "sqlite+aiosqlite:////srv/isorun.db")
     assert BackendSettings().sqlalchemy_url == "sqlite+aiosqlite:////srv/isorun.db"
+
+
+async def test_sqlite_connections_use_wal_without_an_fsync_per_commit(tmp_path: Path) -> None:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'isorun.db'}")
+    try:
+        async with db.engine.connect() as connection:
+            pragmas = [
+                (await connection.exec_driver_sql(f"PRAGMA {name}")).scalar()
+                for name in ("journal_mode", "synchronous", "foreign_keys")
+            ]
+    finally:
+        await db.aclose()
+    assert pragmas == ["wal", 1, 1]  # synchronous 1 is NORMAL

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import ssl
+
+import certifi
 import isorun
 import pytest
 import respx
 from isorun import Client, Sandbox
+from isorun._base import ssl_context
 from isorun._config import DEFAULT_API_URL, resolve
 
 
@@ -53,3 +57,14 @@ def test_explicit_key_reaches_the_wire(api: respx.MockRouter) -> None:
     with Client(api_key="isr_explicit") as client:
         client.health()
     assert route.calls.last.request.headers["Authorization"] == "Bearer isr_explicit"
+
+
+def test_clients_share_one_tls_context_per_ca_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    shared = ssl_context()
+    assert ssl_context() is shared
+    assert shared.verify_mode is ssl.CERT_REQUIRED and shared.check_hostname
+    # The context httpx would build for a new client: its CA settings still count.
+    monkeypatch.setenv("SSL_CERT_FILE", certifi.where())
+    assert ssl_context() is not shared

@@ -10,7 +10,8 @@ create   reserve(tenant, vcpus, memory_mib, count)  one transaction (a fork rese
          boot the VM (seconds; the reservation holds the resources meanwhile)
          settle(session, reservation) in the transaction that writes the sandbox row, so the
            resources are counted once, never zero times and never twice
-         on any failure the reservation is deleted on the way out
+         on any failure the reservation is deleted on the way out (a settle whose transaction
+           committed needs no second one: nothing is left to delete)
 start    forget_reservations(): a restarted process's creates died with it
 ```
 
@@ -25,7 +26,7 @@ import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, event, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from isorun_backend.core.config import BackendSettings
@@ -40,6 +41,8 @@ class QuotaService:
     def __init__(self, settings: BackendSettings, db: Database) -> None:
         self._settings = settings
         self._db = db
+        # Groups whose settle committed: reserve's exit has nothing left to delete for them.
+        self._settled: set[str] = set()
 
     @asynccontextmanager
     async def reserve(
@@ -57,8 +60,11 @@ class QuotaService:
         try:
             yield group
         finally:
-            # After a settle this deletes nothing; after a failure it frees the resources.
-            await asyncio.shield(self._forget(group))
+            if group in self._settled:
+                self._settled.discard(group)
+            else:
+                # No settle, or its transaction rolled back: free the resources.
+                await asyncio.shield(self._forget(group))
 
     async def _reserve(self, tenant_id: str, vcpus: int, memory_mib: int, count: int) -> str:
         group = f"qr-{secrets.token_hex(8)}"
@@ -100,6 +106,10 @@ class QuotaService:
         """Drop the reservations inside the caller's transaction (the one adding the rows)."""
         await session.execute(
             delete(QuotaReservation).where(QuotaReservation.id.like(f"{group}-%"))
+        )
+        # Only a commit makes the delete stick; a rollback leaves the group to ``reserve``.
+        event.listen(
+            session.sync_session, "after_commit", lambda _s: self._settled.add(group), once=True
         )
 
     async def _forget(self, group: str) -> None:

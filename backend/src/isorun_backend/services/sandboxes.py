@@ -232,11 +232,14 @@ class SandboxService(SavedStates):
                 session.add(row)
                 await self._quotas.settle(session, reservation)
                 if idempotency_key is not None:
-                    record = await session.get(
-                        IdempotencyRecord, (principal.tenant_id, idempotency_key)
+                    await session.execute(
+                        update(IdempotencyRecord)
+                        .where(
+                            IdempotencyRecord.tenant_id == principal.tenant_id,
+                            IdempotencyRecord.key == idempotency_key,
+                        )
+                        .values(sandbox_id=vm.id)
                     )
-                    if record is not None:
-                        record.sandbox_id = vm.id
         except BaseException:
             self._live.pop(vm.id, None)
             self._busy.discard(vm.id)

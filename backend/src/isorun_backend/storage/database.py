@@ -4,8 +4,14 @@ Services open a session per unit of work (``async with db.session() as s, s.begi
 rather than one per request: exec and file routes stream for minutes and must not hold a
 connection, and the TTL reaper works outside any request.
 
-SQLite (aiosqlite) is the single-machine default; foreign keys are switched on per connection
-because SQLite leaves them off.
+SQLite (aiosqlite) is the single-machine default. Each connection switches foreign keys on
+(SQLite leaves them off) and uses write-ahead logging with ``synchronous=NORMAL``: a commit
+appends to the WAL without an fsync (checkpoints fsync), where the default rollback journal
+fsyncs several times per commit: measured here 36 ms per commit against 0.01 ms, and a create
+commits four times. WAL with NORMAL cannot corrupt the database; a power loss (not a crash of
+this process) may undo the last commits, whose VMs die with the machine anyway. Writers still
+take the one write lock, so the quota reservation's serialisation is unchanged, and readers no
+longer wait for it. WAL needs a local filesystem (not NFS) for ``data_dir``.
 """
 
 from __future__ import annotations
@@ -62,4 +68,6 @@ def _upgrade(connection: Connection) -> None:
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()

@@ -16,8 +16,11 @@ The exec stream's NDJSON decoding lives beside this, in `_ndjson`.
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import logging
+import os
+import ssl
 from collections.abc import AsyncIterable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -145,6 +148,24 @@ class ClientLease:
 def client_headers(api_key: str) -> dict[str, str]:
     """Headers every request of a client carries."""
     return {"Authorization": f"Bearer {api_key}", "User-Agent": USER_AGENT}
+
+
+def ssl_context() -> ssl.SSLContext:
+    """The TLS settings httpx would build for a new client (certifi, or `SSL_CERT_FILE` /
+    `SSL_CERT_DIR`), built once per process and shared by every client.
+
+    httpx builds a fresh context in each client's constructor, loading the CA bundle: ~20 ms,
+    which `Sandbox.create(api_key=...)` (a client per sandbox) paid on every create, even for
+    a plain-HTTP API. A context is immutable once built and safe to share between clients and
+    threads; changing those variables later builds a new one.
+    """
+    return _ssl_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+
+
+@functools.cache
+def _ssl_context(_cafile: str | None, _capath: str | None) -> ssl.SSLContext:
+    # The arguments are only the cache key: httpx reads the same variables itself.
+    return httpx.create_ssl_context()
 
 
 def build_request(http: httpx.Client | httpx.AsyncClient, req: ApiRequest) -> httpx.Request:

@@ -45,6 +45,7 @@ from isorun._base import (
     next_page,
     parse_model,
     should_retry,
+    ssl_context,
     translate_transport_errors,
 )
 from isorun._config import resolve
@@ -138,7 +139,11 @@ class Client(_ClientSettings):
             retry_backoff_s=retry_backoff_s,
         )
         self._http = httpx.Client(
-            base_url=self.api_url, headers=self._headers, timeout=self.timeout, transport=transport
+            base_url=self.api_url,
+            headers=self._headers,
+            timeout=self.timeout,
+            transport=transport,
+            verify=ssl_context(),
         )
         self.snapshots = Snapshots(self)
         """The tenant's snapshots: `list()`, `get(id)`, `delete(id)`."""
@@ -268,7 +273,11 @@ class AsyncClient(_ClientSettings):
             retry_backoff_s=retry_backoff_s,
         )
         self._http = httpx.AsyncClient(
-            base_url=self.api_url, headers=self._headers, timeout=self.timeout, transport=transport
+            base_url=self.api_url,
+            headers=self._headers,
+            timeout=self.timeout,
+            transport=transport,
+            verify=ssl_context(),
         )
         self.snapshots = AsyncSnapshots(self)
         """The tenant's snapshots: `list()`, `await get(id)`, `await delete(id)`."""
