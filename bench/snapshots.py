@@ -11,6 +11,10 @@ All on hostd's Runtime in this process, python fixture image (1 vCPU, 256 MiB), 
   fork10_per_clone_ms      fork of 10, total / 10
   hibernate_ms             save to disk and stop the VM
   resume_first_exec_ms     resume -> first `true` exec result back
+  resume_spans_ms          where a resume's time went (medians): launch (QEMU exec -> QMP up;
+                           0 with a waiting restore target), load, cont, agent (handshake),
+                           identity (the op), exec (the first `true`)
+  fork1_spans_ms           the same for fork of 1's clone, plus save (the source's)
   idle_clone_pss_mib       host memory (PSS) of a template clone's QEMU, 5 clones alive, 2 s idle
   idle_clone_rss_mib       the same, RSS
 and the accelerator (KVM or TCG), which dominates every number.
@@ -23,6 +27,7 @@ import asyncio
 import json
 import os
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -85,8 +90,32 @@ async def cold(reference: str, settings: Settings, runs: int) -> list[float]:
         await runtime.aclose()
 
 
+def spans_ms(rows: list[dict[str, float]]) -> dict[str, float]:
+    return {k: round(statistics.median(r[k] for r in rows), 1) for k in rows[0]} if rows else {}
+
+
+async def hibernate_resume(
+    runtime: Runtime, reference: str, runs: int, figures: dict[str, list[float]]
+) -> list[dict[str, float]]:
+    spans = []
+    for _ in range(runs):
+        sandbox = await runtime.create(reference)
+        started = time.perf_counter()
+        await runtime.hibernate(sandbox)
+        figures["hibernate_ms"].append(ms_since(started))
+        started = time.perf_counter()
+        resumed = await runtime.resume(sandbox.id)
+        exec_started = time.perf_counter()
+        await exec_true(resumed)
+        figures["resume_first_exec_ms"].append(ms_since(started))
+        spans.append({**resumed.vm.spans_ms, "exec": ms_since(exec_started)})
+        await runtime.destroy(resumed)
+    return spans
+
+
 async def measure(reference: str, settings: Settings, runs: int) -> dict[str, object]:
     figures: dict[str, list[float]] = {name: [] for name in METRICS}
+    fork_spans: list[dict[str, float]] = []
     figures["cold_create_ms"] = await cold(reference, settings, runs)
     runtime = Runtime(settings)
     await runtime.start()
@@ -116,6 +145,12 @@ async def measure(reference: str, settings: Settings, runs: int) -> dict[str, ob
             started = time.perf_counter()
             (clone,) = await runtime.fork(source, 1)
             figures["fork1_ms"].append(ms_since(started))
+            spans = dict(clone.vm.spans_ms)
+            spans["save"] = figures["fork1_ms"][-1] - sum(spans.values())
+            exec_started = time.perf_counter()
+            await exec_true(clone)
+            spans["exec"] = ms_since(exec_started)
+            fork_spans.append(spans)
             await runtime.destroy(clone)
         for _ in range(max(1, runs // 5)):
             started = time.perf_counter()
@@ -124,16 +159,7 @@ async def measure(reference: str, settings: Settings, runs: int) -> dict[str, ob
             await asyncio.gather(*(runtime.destroy(c) for c in many))
         await runtime.destroy(source)
 
-        for _ in range(runs):
-            sandbox = await runtime.create(reference)
-            started = time.perf_counter()
-            await runtime.hibernate(sandbox)
-            figures["hibernate_ms"].append(ms_since(started))
-            started = time.perf_counter()
-            resumed = await runtime.resume(sandbox.id)
-            await exec_true(resumed)
-            figures["resume_first_exec_ms"].append(ms_since(started))
-            await runtime.destroy(resumed)
+        resume_spans = await hibernate_resume(runtime, reference, runs, figures)
         caps = runtime.caps
     finally:
         await runtime.aclose()
@@ -145,7 +171,10 @@ async def measure(reference: str, settings: Settings, runs: int) -> dict[str, ob
         "image": IMAGE,
         "vm": {"vcpus": 1, "mem_mib": 256},
         "pool_size": settings.template_pool_size,
+        "restore_pool_size": settings.restore_pool_size,
         **{name: summary(values) for name, values in figures.items()},
+        "resume_spans_ms": spans_ms(resume_spans),
+        "fork1_spans_ms": spans_ms(fork_spans),
     }
 
 
@@ -161,6 +190,8 @@ def main() -> int:
         settings = Settings(state_dir=Path(tmp) / "state", run_dir=Path(tmp) / "run")
         result = asyncio.run(measure(registry.ref(IMAGE), settings, args.runs))
     print_table(result, METRICS)
+    for name in ("resume_spans_ms", "fork1_spans_ms"):
+        print(name, result[name])
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(f"written {args.json}")

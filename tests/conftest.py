@@ -3,7 +3,8 @@ hostd runtime for the session that boots real microVMs (KVM if the probe allows,
 
 Every test is checked for leaks: after it, no QEMU process, run folder entry, image cache file
 or template file may exist that did not exist before it, other than those of sandboxes still
-alive in fixtures that outlive the test and the session runtime's templates and warm pool.
+alive in fixtures that outlive the test and the session runtime's templates, warm pool and
+waiting restore targets (Runtime.pool_vms()).
 """
 
 from __future__ import annotations

@@ -74,6 +74,13 @@ class Settings(BaseSettings):
         le=16,
         description="QEMU processes kept started and waiting per template; 0: no warm pool",
     )
+    restore_pool_size: int = Field(
+        default=1,
+        ge=0,
+        le=16,
+        description="QEMU processes kept started per VM shape, waiting for a resume, fork or "
+        "restore from a snapshot to load its state (vm/incoming.py); 0: each restore starts one",
+    )
     template_budget_bytes: int = Field(
         default=4 << 30,
         ge=0,

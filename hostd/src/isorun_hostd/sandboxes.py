@@ -8,24 +8,34 @@ Runtime.create()   refuse floating tags ─► reserve vCPUs and memory (NoRoom)
                    (hostname, machine-id, entropy, clock) answered; a failure frees the reservation
 Sandbox.exec()     image Env/WorkingDir/User merged under the request ─► agent exec stream
 Runtime.snapshot() save the VM (it pauses, then continues) ─► snapshots/<id>
-Runtime.fork(n)    save once to a transient stream ─► n restores, each with a fresh identity
+Runtime.fork(n)    take n restore targets (waiting ones first) ┬► n restores, each with a
+                   save once to a transient stream (no fsync)  ┘  fresh identity
+                   (the targets' QEMUs start while the source saves)
 Runtime.hibernate  save ─► destroy the VM (no RAM, no vCPU held) ─► hibernated/<sandbox id>
 Runtime.resume     restore under the same id and hostname, with fresh entropy and clock
 Runtime.aclose()   destroy every sandbox, template and pool QEMU: no QEMU, socket, run folder
                    or template file survives
+
+a restore:  target: a waiting QEMU of the shape (vm/incoming.py) or a new one ─► load the
+            stream ─► cont ─► agent handshake ─► identity op; the targets of that shape are
+            refilled in the background soon after (at once after each save: a resume or fork
+            may follow)
 ```
 A restore repeats the saved VM's argv (shape, image disk, boot files) and is refused with a clear
 error when any of those changed since the save. Every VM boots with the same hostname
 (``BOOT_HOSTNAME``) and gets its sandbox's from the identity op, so no argv names a sandbox.
 
-Capacity: a sandbox holds its vCPUs and memory from the start of its create. Templates and pool
-entries hold no reservation: a template's RAM file (tmpfs) is bounded by
-``template_budget_bytes``, and a pool entry is a QEMU that runs no guest yet (~40-50 MiB).
+Capacity: a sandbox holds its vCPUs and memory from the start of its create. Templates, pool
+entries and waiting restore targets hold no reservation: a template's RAM file (tmpfs) is
+bounded by ``template_budget_bytes``, a pool entry is a guest that runs no user code yet
+(~40-50 MiB) and a restore target a QEMU that runs no guest yet (~40 MiB, ``restore_pool_size``
+per shape, up to ``incoming.MAX_SHAPES`` shapes).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -53,8 +63,10 @@ from isorun_hostd.vm import HostCapabilities, MicroVM, VMSpec, bootfiles
 from isorun_hostd.vm.cmdline import BOOT_HOSTNAME
 from isorun_hostd.vm.errors import SnapshotError
 from isorun_hostd.vm.identity import fresh_identity
+from isorun_hostd.vm.incoming import IncomingPool, Shape, shape_of
 from isorun_hostd.vm.machine import remove_stale_run_dirs
 from isorun_hostd.vm.probe import host_capabilities
+from isorun_hostd.vm.state import VMState
 
 log = logging.getLogger(__name__)
 
@@ -178,6 +190,7 @@ class Runtime:
         self.hibernations = SnapshotStore(settings.state_dir / "hibernated")
         self._fork_streams = SnapshotStore(settings.state_dir / "forks")
         self.templates: Templates | None = None
+        self.incoming: IncomingPool | None = None
         self.cold_boots = 0
 
     @property
@@ -240,6 +253,7 @@ class Runtime:
             s.qemu_binary, self._boot, s.run_dir, s.state_dir / "accel.json", forced
         )
         log.info("accelerator %s: %s", self._caps.accel, self._caps.accel_reason)
+        self.incoming = IncomingPool(self._caps, self._boot, s.run_dir, size=s.restore_pool_size)
         if s.templates:
             self.templates = Templates(
                 s.template_dir / f"{s.templates_prefix}-{os.getpid()}-{secrets.token_hex(3)}",
@@ -253,8 +267,10 @@ class Runtime:
             await asyncio.to_thread(self.templates.start)
 
     def pool_vms(self) -> list[MicroVM]:
-        """VMs that are no sandbox: pool entries waiting for a template and template builds."""
-        return self.templates.pool_vms() if self.templates is not None else []
+        """VMs that are no sandbox: pool entries waiting for a template, template builds and
+        QEMUs waiting for a state stream."""
+        vms = self.templates.pool_vms() if self.templates is not None else []
+        return vms + (self.incoming.vms() if self.incoming is not None else [])
 
     async def create(
         self,
@@ -328,9 +344,11 @@ class Runtime:
         Raises:
             SnapshotError: the save failed (disk full, VM gone); the sandbox is unharmed.
         """
-        return await self._save(
+        meta = await self._save(
             sandbox, self.snapshots, snapshot_id or f"snap-{secrets.token_hex(6)}", "snapshot"
         )
+        self._refill(sandbox)
+        return meta
 
     async def from_snapshot(self, snapshot_id: str, *, sandbox_id: str | None = None) -> Sandbox:
         """A new sandbox continuing from a snapshot, with its own identity.
@@ -370,14 +388,36 @@ class Runtime:
                 f"this node has no room for {count} clones of {vcpus} vCPUs and {mem_mib} MiB"
             )
         stream_id = f"fork-{secrets.token_hex(6)}"
-        meta = await self._save(sandbox, self._fork_streams, stream_id, "snapshot")
+        # A waiting target is taken, none is waited for: the new ones launch during the save.
+        targets = [await self._target(shape_of(sandbox.vm.spec), wait=False) for _ in range(count)]
+        # New targets' QEMUs start while the source saves: different processes, other CPUs.
+        # All are awaited before any cleanup, so that no launch outlives a failed fork.
+        try:
+            meta, *_ = await asyncio.gather(
+                self._save(sandbox, self._fork_streams, stream_id, "snapshot", durable=False),
+                *(_launch(vm) for vm in targets),
+                return_exceptions=True,
+            )
+        except BaseException:  # cancelled
+            await asyncio.gather(*(vm.destroy() for vm in targets), return_exceptions=True)
+            raise
+        if not isinstance(meta, SnapshotMeta):
+            await asyncio.gather(*(vm.destroy() for vm in targets), return_exceptions=True)
+            assert isinstance(meta, BaseException)
+            raise meta
         try:
             results = await asyncio.gather(
                 *(
                     self._restore(
-                        meta, self._fork_streams.state_path(stream_id), clone_id, hostname=clone_id
+                        meta,
+                        self._fork_streams.state_path(stream_id),
+                        clone_id,
+                        hostname=clone_id,
+                        target=target,
                     )
-                    for clone_id in (_new_id() for _ in range(count))
+                    for clone_id, target in zip(
+                        (_new_id() for _ in range(count)), targets, strict=True
+                    )
                 ),
                 return_exceptions=True,
             )
@@ -400,6 +440,7 @@ class Runtime:
             sandbox, self.hibernations, sandbox.id, "hibernation", keep_running=False
         )
         await self.destroy(sandbox)
+        self._refill(sandbox)
         return meta
 
     async def resume(self, sandbox_id: str) -> Sandbox:
@@ -425,10 +466,11 @@ class Runtime:
         kind: Literal["snapshot", "hibernation"],
         *,
         keep_running: bool = True,
+        durable: bool = True,
     ) -> SnapshotMeta:
         state = store.prepare(snapshot_id)
         try:
-            size = await sandbox.vm.save(state, keep_running=keep_running)
+            size = await sandbox.vm.save(state, keep_running=keep_running, durable=durable)
             meta = SnapshotMeta(
                 snapshot_id=snapshot_id,
                 kind=kind,
@@ -450,29 +492,61 @@ class Runtime:
             raise
         return meta
 
+    async def _target(self, shape: Shape, *, wait: bool = True) -> MicroVM:
+        """A VM to restore a save of ``shape`` into: a waiting one (INCOMING) if the pool has
+        one (or, with ``wait``, is launching one), else a new one (CREATED), named for no
+        sandbox either way."""
+        vm = await self.incoming.take(shape, wait=wait) if self.incoming is not None else None
+        if vm is not None:
+            return vm
+        # RAM in memory-backend-ram named like every VM's (cmdline.py), whatever the saved
+        # VM's backend was (a template clone's is a file).
+        vcpus, mem_mib, disk = shape
+        spec = VMSpec(f"rs-{secrets.token_hex(6)}", vcpus=vcpus, mem_mib=mem_mib, disk=disk)
+        return MicroVM(spec, self.caps, self.boot, self.settings.run_dir)
+
+    def _refill(self, sandbox: Sandbox, *, later: bool = False) -> None:
+        if self.incoming is not None:
+            shape = shape_of(sandbox.vm.spec)
+            (self.incoming.refill_later if later else self.incoming.refill)(shape)
+
     async def _restore(
-        self, meta: SnapshotMeta, state: Path, sandbox_id: str, *, hostname: str
+        self,
+        meta: SnapshotMeta,
+        state: Path,
+        sandbox_id: str,
+        *,
+        hostname: str,
+        target: MicroVM | None = None,
     ) -> Sandbox:
-        self._check_restorable(meta)
-        self._reserve(sandbox_id, meta.vcpus, meta.mem_mib)
+        """Restore ``state`` into ``target`` (from ``_target``; one is taken if None, and a
+        failed or dead one is replaced) as the sandbox ``sandbox_id``."""
         try:
-            # RAM in memory-backend-ram named like every VM's (cmdline.py), whatever the saved
-            # VM's backend was (a template clone's is a file).
-            spec = VMSpec(
-                sandbox_id, vcpus=meta.vcpus, mem_mib=meta.mem_mib, disk=meta.image.disk_path
-            )
-            vm = MicroVM(spec, self.caps, self.boot, self.settings.run_dir)
-            await vm.start(timeout_s=self.settings.boot_timeout_s, restore=state)
-            try:
-                await vm.channel.identity(fresh_identity(hostname))
-            except BaseException:
-                await vm.destroy()
-                raise
+            self._check_restorable(meta)
+            self._reserve(sandbox_id, meta.vcpus, meta.mem_mib)
         except BaseException:
+            if target is not None:
+                await target.destroy()
+            raise
+        try:
+            if target and target.state.state is not VMState.CREATED and not target.waiting:
+                await target.destroy()
+                target = None
+            if target is None:
+                target = await self._target((meta.vcpus, meta.mem_mib, meta.image.disk_path))
+            vm = target
+            await vm.start(timeout_s=self.settings.boot_timeout_s, restore=state)
+            started = time.perf_counter()
+            await vm.channel.identity(fresh_identity(hostname))
+            vm.spans_ms["identity"] = (time.perf_counter() - started) * 1000
+        except BaseException:
+            if target is not None:
+                await target.destroy()
             self._held.pop(sandbox_id, None)
             raise
         sandbox = Sandbox(sandbox_id, meta.image, vm, hostname=hostname)
         self._sandboxes[sandbox_id] = sandbox
+        self._refill(sandbox, later=True)
         return sandbox
 
     def _check_restorable(self, meta: SnapshotMeta) -> None:
@@ -509,6 +583,16 @@ class Runtime:
             self._held.pop(sandbox.id, None)
         if self.templates is not None:
             await self.templates.aclose()
+        if self.incoming is not None:
+            await self.incoming.aclose()
+
+
+async def _launch(vm: MicroVM) -> None:
+    """Start a new restore target's QEMU ahead of its load; a failure is left for the restore
+    to replace (the VM is destroyed already)."""
+    if vm.state.state is VMState.CREATED:
+        with contextlib.suppress(Exception):
+            await vm.launch_incoming()
 
 
 def _new_id() -> str:

@@ -21,6 +21,7 @@ from isorun_hostd.config import Settings
 from isorun_hostd.sandboxes import Runtime, Sandbox
 from isorun_hostd.snapshots import SnapshotNotFound
 from isorun_hostd.vm.errors import SnapshotError, StateError
+from isorun_hostd.vm.machine import MicroVM
 
 from tests.framework.run import run
 
@@ -202,3 +203,62 @@ async def test_hibernated_sandbox_resumes_after_a_hostd_restart(
         await restarted.aclose()
     with pytest.raises(SnapshotNotFound):
         await runtime.resume(sb.id)
+
+
+async def waiting_targets(runtime: Runtime, count: int, timeout_s: float = 10.0) -> list[MicroVM]:
+    """The restore targets waiting in ``runtime``'s pool, once there are ``count``."""
+    assert runtime.incoming is not None
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        vms = [vm for vm in runtime.incoming.vms() if vm.waiting]
+        if len(vms) >= count or asyncio.get_running_loop().time() > deadline:
+            return vms
+        await asyncio.sleep(0.02)
+
+
+async def test_resume_and_fork_load_into_waiting_qemus(runtime: Runtime, python_ref: str) -> None:
+    assert runtime.incoming is not None and runtime.settings.restore_pool_size == 1
+    sb = await runtime.create(python_ref)
+    await text(sb, "echo kept > /tmp/file.txt")
+    await runtime.hibernate(sb)
+    # The hibernate starts a restore target of its shape: the resume loads straight into it.
+    (target,) = await waiting_targets(runtime, 1)
+    taken = runtime.incoming.taken
+    resumed = await runtime.resume(sb.id)
+    try:
+        assert resumed.vm is target and runtime.incoming.taken == taken + 1
+        assert resumed.vm.spans_ms["launch"] < 5
+        assert await text(resumed, "cat /tmp/file.txt") == "kept\n"
+        assert (await text(resumed, "hostname")).strip() == sb.id
+        # Refilled after the restore; a fork of 3 takes that one and starts two more.
+        (target,) = await waiting_targets(runtime, 1)
+        clones = await runtime.fork(resumed, 3)
+        assert target in [c.vm for c in clones]
+        assert len({(await text(c, "hostname")).strip() for c in clones}) == 3
+        await asyncio.gather(*(runtime.destroy(c) for c in clones))
+    finally:
+        await runtime.destroy(resumed)
+    assert len(await waiting_targets(runtime, 1)) == 1
+
+
+async def test_restore_pool_size_zero_keeps_no_waiting_qemu(
+    settings: Settings, python_ref: str, tmp_path: Path
+) -> None:
+    off = Runtime(
+        settings.model_copy(
+            update={"run_dir": tmp_path / "run", "restore_pool_size": 0, "templates": False}
+        )
+    )
+    await off.start()
+    try:
+        sb = await off.create(python_ref)
+        await off.hibernate(sb)
+        assert off.pool_vms() == []
+        resumed = await off.resume(sb.id)
+        (clone,) = await off.fork(resumed, 1)
+        assert await text(clone, "hostname") == f"{clone.id}\n"
+        await asyncio.sleep(0.7)  # past a refill's delay
+        assert off.pool_vms() == []
+    finally:
+        await off.aclose()
+    assert not list((tmp_path / "run").iterdir())

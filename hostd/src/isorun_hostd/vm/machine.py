@@ -4,6 +4,7 @@
 start():  mkdir run/<id> ─► QEMU ─► QMP up ─► agent handshake ─► RUNNING
              any failure on the way ─► destroy() ─► error naming the cause (QEMU log, console)
 start(restore=F): the same QEMU argv plus -S -incoming defer ─► load F ─► cont ─► agent
+launch_incoming(): that QEMU started ahead (INCOMING); a later start(restore=F) goes on from it
 save_template(F): quiesce ─► x-ignore-shared ─► stop ─► device state to F (RAM stays in its file)
 save(F):  quiesce the channel ─► stop ─► state to F ─► cont (or stay paused for a hibernate)
 destroy(): close channel ─► QMP quit (or SIGKILL) ─► reap ─► rm -r run/<id>      idempotent
@@ -68,6 +69,9 @@ class MicroVM:
         self._console_task: asyncio.Task[None] | None = None
         self.console = ConsoleRing()
         self.boot_ms = 0.0
+        # Where start()'s time went, in order: launch (QEMU exec -> QMP up; 0 when launched in
+        # advance), load, cont, agent (handshake). For benchmarks and logs.
+        self.spans_ms: dict[str, float] = {}
 
     @property
     def channel(self) -> AgentChannel:
@@ -88,6 +92,15 @@ class MicroVM:
             and self._process.returncode is None
         )
 
+    @property
+    def waiting(self) -> bool:
+        """Launched for a restore (``launch_incoming``) and QEMU not seen to exit."""
+        return (
+            self.state.state is VMState.INCOMING
+            and self._process is not None
+            and self._process.returncode is None
+        )
+
     async def start(
         self, *, timeout_s: float, restore: Path | None = None, ignore_shared: bool = False
     ) -> None:
@@ -101,18 +114,49 @@ class MicroVM:
             SnapshotError: ``restore`` is missing, corrupt or from a VM of another shape.
         Either way, nothing of the VM is left behind.
         """
+        launched = self.state.state is VMState.INCOMING
+        if launched and restore is None:
+            raise ValueError(f"VM {self.spec.vm_id} was launched for a restore; give it one")
         self.state.move(VMState.BOOTING)
-        started = time.perf_counter()
+        started = mark = time.perf_counter()
+
+        def span(name: str) -> None:
+            nonlocal mark
+            now = time.perf_counter()
+            self.spans_ms[name] = (now - mark) * 1000
+            mark = now
+
         try:
-            await self._launch(incoming=restore is not None)
+            if not launched:
+                await self._launch(incoming=restore is not None)
+            span("launch")
             if restore is not None:
                 await self._load(restore, ignore_shared=ignore_shared)
+                span("load")
+                assert self._qmp is not None
+                await self._qmp.execute("cont")
+                span("cont")
             # Every save is quiesced (protocol.md section 3, item 5): a restore needs no flush.
             self._channel = await self._connect_agent(timeout_s)
+            span("agent")
         except BaseException as exc:
             await self._fail(exc, timeout_s)
         self.boot_ms = (time.perf_counter() - started) * 1000
         self.state.move(VMState.RUNNING)
+
+    async def launch_incoming(self) -> None:
+        """Start QEMU with ``-S -incoming defer`` and wait for QMP, ahead of a later
+        ``start(restore=...)`` that then skips QEMU's start (a pre-started restore target).
+
+        Raises:
+            LaunchError: QEMU failed or exited. Nothing of the VM is left behind.
+        """
+        self.state.move(VMState.LAUNCHING)
+        try:
+            await self._launch(incoming=True)
+        except BaseException as exc:
+            await self._fail(exc, QMP_CONNECT_TIMEOUT_S)
+        self.state.move(VMState.INCOMING)
 
     async def _launch(self, *, incoming: bool) -> None:
         argv = [*self._argv, "-S", "-incoming", "defer"] if incoming else self._argv
@@ -169,14 +213,14 @@ class MicroVM:
                 f"VM {self.spec.vm_id}: restore failed: {exc}; the state file {state_file} is "
                 f"corrupt, truncated or from a VM of another shape; qemu: {qemu_log or '(none)'}"
             ) from exc
-        await self._qmp.execute("cont")
 
-    async def save(self, state_file: Path, *, keep_running: bool) -> int:
+    async def save(self, state_file: Path, *, keep_running: bool, durable: bool = True) -> int:
         """Write the VM's state to ``state_file`` (which must not exist); return its size.
 
         The guest is paused for the save. With ``keep_running`` it then continues; without,
-        it stays paused for the caller to destroy (a hibernate). On failure the VM continues,
-        unharmed, and no partial file is left.
+        it stays paused for the caller to destroy (a hibernate). Without ``durable`` the file is
+        not fsynced (a transient stream). On failure the VM continues, unharmed, and no partial
+        file is left.
 
         Raises:
             SnapshotError: the state could not be written (disk full, I/O error).
@@ -188,7 +232,9 @@ class MicroVM:
         try:
             async with self._channel.quiesced():
                 try:
-                    size = await snapshot.save(qmp, state_file, timeout_s=MIGRATION_TIMEOUT_S)
+                    size = await snapshot.save(
+                        qmp, state_file, timeout_s=MIGRATION_TIMEOUT_S, durable=durable
+                    )
                 except BaseException:
                     with contextlib.suppress(QMPError, OSError, EOFError):
                         await qmp.execute("cont")

@@ -1,7 +1,7 @@
 """A VM's whole state (guest RAM and device state) saved to, and loaded from, one stream file.
 
 ```
-save:  stop ─► migrate fd:<file> ─► completed ─► fsync        the caller conts or quits the source
+save:  stop ─► migrate fd:<file> ─► completed ─► fsync (if durable)   the caller conts or quits
 load:  QEMU -S -incoming defer ─► migrate-incoming fd:<file> ─► paused    the caller conts
 ```
 The file travels as a descriptor (QMP ``getfd`` over SCM_RIGHTS): hostd opens it with its own
@@ -42,9 +42,18 @@ class MigrationFailed(Exception):
     """QEMU reported the migration failed, or exited; the message is QEMU's."""
 
 
-async def save(qmp: QMP, path: Path, *, timeout_s: float, ignore_shared: bool = False) -> int:
+async def save(
+    qmp: QMP,
+    path: Path,
+    *,
+    timeout_s: float,
+    ignore_shared: bool = False,
+    durable: bool = True,
+) -> int:
     """Stop the VM and write its state to ``path``, which must not exist; return its size.
     With ``ignore_shared``, RAM mapped shared from a file is left out (a template's save).
+    Without ``durable`` the file is not fsynced: a stream read back at once and deleted (a
+    fork's) needs only the page cache.
 
     The VM is left paused. On failure the partial file is removed.
 
@@ -63,7 +72,8 @@ async def save(qmp: QMP, path: Path, *, timeout_s: float, ignore_shared: bool = 
         await qmp.execute("migrate-set-parameters", {"max-bandwidth": MAX_BANDWIDTH_BYTES_S})
         await qmp.execute("migrate", {"uri": f"fd:{SAVE_FD}"})
         await _wait_completed(qmp, timeout_s)
-        await asyncio.to_thread(_fsync, path)
+        if durable:
+            await asyncio.to_thread(_fsync, path)
         return path.stat().st_size
     except BaseException:
         path.unlink(missing_ok=True)

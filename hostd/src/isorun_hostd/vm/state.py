@@ -2,8 +2,11 @@
 
 ```
   CREATED ──► BOOTING ──► RUNNING ──► STOPPING ──► STOPPED
-                 │                       ▲
-                 └───────► FAILED ───────┘  (a failed boot is torn down like a stop)
+     │           ▲ │                     ▲
+     │           │ └───────► FAILED ─────┘  (a failed boot or launch is torn down like a stop)
+     ▼           │             ▲
+  LAUNCHING ──► INCOMING       │            (QEMU started ahead of a restore: -incoming defer)
+     └─────────────────────────┘
 ```
 """
 
@@ -16,6 +19,8 @@ from isorun_hostd.vm.errors import StateError
 
 class VMState(Enum):
     CREATED = "created"
+    LAUNCHING = "launching"
+    INCOMING = "incoming"
     BOOTING = "booting"
     RUNNING = "running"
     STOPPING = "stopping"
@@ -24,7 +29,9 @@ class VMState(Enum):
 
 
 TRANSITIONS: dict[VMState, frozenset[VMState]] = {
-    VMState.CREATED: frozenset({VMState.BOOTING, VMState.STOPPING}),
+    VMState.CREATED: frozenset({VMState.BOOTING, VMState.LAUNCHING, VMState.STOPPING}),
+    VMState.LAUNCHING: frozenset({VMState.INCOMING, VMState.FAILED, VMState.STOPPING}),
+    VMState.INCOMING: frozenset({VMState.BOOTING, VMState.STOPPING}),
     VMState.BOOTING: frozenset({VMState.RUNNING, VMState.FAILED, VMState.STOPPING}),
     VMState.RUNNING: frozenset({VMState.STOPPING}),
     VMState.FAILED: frozenset({VMState.STOPPING}),
