@@ -71,7 +71,8 @@ def _venv_key(python: str) -> str:
         timeout=PROBE_TIMEOUT_S,
         check=True,
     ).stdout
-    digest.update(f"{python}\n{version}\n{DCODE_REQUIREMENT}\n".encode())
+    # "no-sources": venvs from before the SDK was installed non-editable must not be reused.
+    digest.update(f"{python}\n{version}\n{DCODE_REQUIREMENT}\nno-sources\n".encode())
     for package in PACKAGES:
         files = [package / "pyproject.toml", *sorted((package / "src").rglob("*.py"))]
         for path in files:
@@ -109,7 +110,10 @@ def dcode_venv(*, offline: bool) -> Path | None:
             shutil.rmtree(venv, ignore_errors=True)
             env = {**os.environ, "VIRTUAL_ENV": str(venv)}
             env.pop("UV_PROJECT_ENVIRONMENT", None)
-            install = [uv, "pip", "install", "--quiet", *(["--offline"] if offline else [])]
+            # --no-sources: the workspace's `isorun = { workspace = true }` would install the SDK
+            # editable, pointing into whichever checkout built the venv (keyed by content only).
+            install = [uv, "pip", "install", "--quiet", "--no-sources"]
+            install += ["--offline"] if offline else []
             for command in (
                 [uv, "venv", "--quiet", "--python", python, str(venv)],
                 [*install, DCODE_REQUIREMENT, str(PACKAGES[0]), f"{PACKAGES[1]}[dcode]"],

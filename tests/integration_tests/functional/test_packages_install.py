@@ -89,7 +89,9 @@ def test_package_installs_alone(package: Package, tmp_path: Path) -> None:
     python = str(venv / "bin" / "python")
     run(uv(), "venv", "--quiet", "--python", sys.executable, str(venv))
     sources = {str(ROOT / "packages/isorun-core"), str(ROOT / package.path)}
-    run(uv(), "pip", "install", "--offline", "--quiet", "--python", python, *sorted(sources))
+    # --no-sources: a user's install, not the workspace's editable one.
+    install = (uv(), "pip", "install", "--offline", "--quiet", "--no-sources", "--python", python)
+    run(*install, *sorted(sources))
 
     listed = json.loads(run(uv(), "pip", "list", "--python", python, "--format", "json"))
     installed = {entry["name"].lower().replace("_", "-") for entry in listed}
