@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -34,7 +33,7 @@ from isorun_hostd.agent_channel import ExecRequest
 from isorun_hostd.config import Settings
 from isorun_hostd.sandboxes import Runtime
 
-from bench.boot import print_table, summary
+from bench.boot import print_table, summary, write_json
 
 ARGV = ["python", "-c", "print(2**32)"]
 EXPECTED = b"4294967296\n"
@@ -151,9 +150,7 @@ def main() -> int:
     }
     print_table(result, figures)
     print(f"API overhead (total p50, api - hostd): {result['api_overhead_p50_ms']} ms")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"written {args.json}")
+    write_json(args.json, result)
     return 0
 
 

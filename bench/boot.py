@@ -26,6 +26,7 @@ from pathlib import Path
 from isorun_hostd.agent_channel import ExecRequest
 from isorun_hostd.config import Settings
 from isorun_hostd.sandboxes import Runtime
+from isorun_hostd.vm import HostCapabilities
 
 from tests.framework.registry import registry_with_fixtures
 
@@ -73,10 +74,7 @@ async def measure(reference: str, settings: Settings, boots: int, execs: int) ->
     finally:
         await runtime.aclose()
     return {
-        "accelerator": caps.accel,
-        "accelerator_reason": caps.accel_reason,
-        "qemu": caps.qemu_version,
-        "host": {"kernel": platform.release(), "cpus": os.cpu_count()},
+        **environment(caps),
         "image": IMAGE,
         "vm": {"vcpus": 1, "mem_mib": 256},
         "boot_ms": summary(boot_ms),
@@ -84,6 +82,22 @@ async def measure(reference: str, settings: Settings, boots: int, execs: int) ->
         "rss_mib": summary(rss),
         "pss_mib": summary(pss),
     }
+
+
+def environment(caps: HostCapabilities) -> dict[str, object]:
+    """The accelerator (with the probe's reason), QEMU and host that every figure depends on."""
+    return {
+        "accelerator": caps.accel,
+        "accelerator_reason": caps.accel_reason,
+        "qemu": caps.qemu_version,
+        "host": {"kernel": platform.release(), "cpus": os.cpu_count()},
+    }
+
+
+def write_json(path: Path, result: dict[str, object]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"written {path}")
 
 
 def summary(values: list[float]) -> dict[str, float]:
@@ -119,9 +133,7 @@ def main() -> int:
         settings = Settings(state_dir=Path(tmp) / "state", run_dir=Path(tmp) / "run")
         result = asyncio.run(measure(registry.ref(IMAGE), settings, args.boots, args.execs))
     print_table(result, ("boot_ms", "exec_true_ms", "rss_mib", "pss_mib"))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"written {args.json}")
+    write_json(args.json, result)
     return 0
 
 

@@ -24,9 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -37,7 +34,7 @@ from isorun_hostd.agent_channel import ExecRequest
 from isorun_hostd.config import Settings
 from isorun_hostd.sandboxes import Runtime, Sandbox
 
-from bench.boot import IMAGE, memory_mib, print_table, summary
+from bench.boot import IMAGE, environment, memory_mib, print_table, summary, write_json
 from tests.framework.registry import registry_with_fixtures
 
 METRICS = (
@@ -164,10 +161,7 @@ async def measure(reference: str, settings: Settings, runs: int) -> dict[str, ob
     finally:
         await runtime.aclose()
     return {
-        "accelerator": caps.accel,
-        "accelerator_reason": caps.accel_reason,
-        "qemu": caps.qemu_version,
-        "host": {"kernel": platform.release(), "cpus": os.cpu_count()},
+        **environment(caps),
         "image": IMAGE,
         "vm": {"vcpus": 1, "mem_mib": 256},
         "pool_size": settings.template_pool_size,
@@ -192,9 +186,7 @@ def main() -> int:
     print_table(result, METRICS)
     for name in ("resume_spans_ms", "fork1_spans_ms"):
         print(name, result[name])
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"written {args.json}")
+    write_json(args.json, result)
     return 0
 
 
