@@ -96,6 +96,13 @@ class Capacity:
     vcpus_allocated: int
     memory_mib_allocated: int
 
+    def fits(self, vcpus: int, mem_mib: int) -> bool:
+        """Whether ``vcpus`` and ``mem_mib`` more stay within the totals."""
+        return (
+            self.vcpus_allocated + vcpus <= self.vcpus_total
+            and self.memory_mib_allocated + mem_mib <= self.memory_mib_total
+        )
+
 
 class ExecOptions(TypedDict, total=False):
     """Per-exec options; each one left out falls back to the image's default."""
@@ -328,11 +335,7 @@ class Runtime:
     def _reserve(self, sandbox_id: str, vcpus: int, mem_mib: int) -> None:
         if sandbox_id in self._held:
             raise DuplicateSandbox(f"sandbox {sandbox_id} exists already on this node")
-        room = self.capacity()
-        if (
-            room.vcpus_allocated + vcpus > room.vcpus_total
-            or room.memory_mib_allocated + mem_mib > room.memory_mib_total
-        ):
+        if not self.capacity().fits(vcpus, mem_mib):
             raise NoRoom(f"this node has no room for {vcpus} vCPUs and {mem_mib} MiB")
         self._held[sandbox_id] = (vcpus, mem_mib)
 
@@ -379,11 +382,7 @@ class Runtime:
         if not 1 <= count <= MAX_FORKS:
             raise ValueError(f"fork count must be between 1 and {MAX_FORKS}, got {count}")
         vcpus, mem_mib = sandbox.vm.spec.vcpus, sandbox.vm.spec.mem_mib
-        room = self.capacity()
-        if (
-            room.vcpus_allocated + count * vcpus > room.vcpus_total
-            or room.memory_mib_allocated + count * mem_mib > room.memory_mib_total
-        ):
+        if not self.capacity().fits(count * vcpus, count * mem_mib):
             raise NoRoom(
                 f"this node has no room for {count} clones of {vcpus} vCPUs and {mem_mib} MiB"
             )
