@@ -1,0 +1,1 @@
+"""Per-sandbox networking: namespaces, the nftables egress policy, the DNS and egress proxies."""
