@@ -92,6 +92,16 @@ class Settings(BaseSettings):
         description="tmpfs folder holding each hostd's template RAM files in a folder of its "
         "own (templates_prefix)",
     )
+    audit_key_file: Path | None = Field(
+        default=None,
+        description="the audit chain's HMAC key (32 bytes, mode 0600, made on first start); "
+        "default: <state_dir>/audit/key. Keep it off any disk a guest or tenant can read",
+    )
+
+    @property
+    def audit_dir(self) -> Path:
+        """The audit chain and its head (audit/chain.py)."""
+        return self.state_dir / "audit"
 
     @property
     def templates_prefix(self) -> str:
