@@ -1,7 +1,8 @@
 // Package boot does the agent's PID 1 duties before it serves the port (protocol.md section 7).
 //
 //	/dev /proc /sys ─▶ modules (/etc/isorun/modules) ─▶ [isorun.root: erofs + tmpfs overlay,
-//	switch root] ─▶ /proc /sys /dev /dev/pts /dev/shm /tmp /run ─▶ hostname ─▶ find the port
+//	switch root] ─▶ /proc /sys /dev /dev/pts /dev/shm /tmp /run ─▶ hostname ─▶ [isorun.ip:
+//	lo, eth0, default route, resolv.conf] ─▶ find the port
 //
 // Nothing here is fatal. PID 1 must not exit (the kernel would panic and hostd would only see
 // a dead VM), so every step logs its failure to the console and the boot goes on; a guest that
@@ -31,6 +32,13 @@ func Init(logger *log.Logger) *os.File {
 	mountFinal(logger)
 	if cmd.Hostname != "" {
 		setHostname(logger, cmd.Hostname)
+	}
+	if cmd.IP != "" {
+		if cfg, err := parseNetConfig(cmd.IP); err != nil {
+			logger.Printf("NETWORK DOWN: %v", err)
+		} else {
+			setUpNetwork(logger, cfg)
+		}
 	}
 	return openPort(logger, "/sys/class/virtio-ports", "/dev")
 }

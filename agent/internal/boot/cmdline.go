@@ -10,6 +10,7 @@ import (
 type Cmdline struct {
 	Root     string // isorun.root: the erofs image's block device; empty stays in the initramfs
 	Hostname string // isorun.hostname
+	IP       string // isorun.ip: ADDRESS/PREFIX:GATEWAY of eth0; empty leaves the network down
 }
 
 func readCmdline(logger *log.Logger) Cmdline {
@@ -34,6 +35,8 @@ func parseCmdline(s string) Cmdline {
 			c.Root = value
 		case "isorun.hostname":
 			c.Hostname = value
+		case "isorun.ip":
+			c.IP = value
 		}
 	}
 	return c

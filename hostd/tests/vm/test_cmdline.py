@@ -19,7 +19,7 @@ def _caps(accel: str) -> HostCapabilities:
 
 @pytest.mark.parametrize("accel", ["tcg", "kvm"])
 def test_argv_matches_golden(accel: str) -> None:
-    spec = VMSpec("sb-1", vcpus=2, mem_mib=512, disk=Path("/img/disk.erofs"))
+    spec = VMSpec("sb-1", vcpus=2, mem_mib=512, disk=Path("/img/disk.erofs"), nic=True)
     argv = "\n".join(build_argv(spec, _caps(accel), BOOT, PATHS)) + "\n"
     golden = GOLDEN / f"argv_{accel}.txt"
     if os.environ.get("ISORUN_GOLDEN"):
@@ -28,7 +28,7 @@ def test_argv_matches_golden(accel: str) -> None:
 
 
 def test_kvm_and_tcg_differ_only_in_the_accelerator() -> None:
-    spec = VMSpec("sb-1", disk=Path("/img/disk.erofs"))
+    spec = VMSpec("sb-1", disk=Path("/img/disk.erofs"), nic=True)
     tcg = build_argv(spec, _caps("tcg"), BOOT, PATHS)
     kvm = build_argv(spec, _caps("kvm"), BOOT, PATHS)
     changed = {(a, b) for a, b in zip(tcg, kvm, strict=True) if a != b}
@@ -106,3 +106,15 @@ def test_spec_validation(kwargs: dict[str, object], message: str) -> None:
 def test_comma_in_a_path_cannot_inject_qemu_options(spec: VMSpec) -> None:
     with pytest.raises(ValueError, match="comma"):
         build_argv(spec, _caps("tcg"), BOOT, PATHS)
+
+
+def test_the_nic_is_the_same_in_every_sandbox() -> None:
+    """Names, MAC and guest address are constants: a template's argv serves every slot."""
+    one = build_argv(VMSpec("sb-1", nic=True), _caps("tcg"), BOOT, PATHS)
+    other = build_argv(VMSpec("sb-1", nic=True), _caps("tcg"), BOOT, PATHS)
+    bare = build_argv(VMSpec("sb-1"), _caps("tcg"), BOOT, PATHS)
+    assert one == other
+    assert "tap,id=net0,ifname=tap0,script=no,downscript=no" in one
+    assert "virtio-net-device,netdev=net0,mac=02:00:00:00:00:02" in one
+    assert "isorun.ip=10.0.0.2/24:10.0.0.1" in one[one.index("-append") + 1]
+    assert not any("net0" in a or "isorun.ip" in a for a in bare)

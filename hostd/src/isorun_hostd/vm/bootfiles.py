@@ -30,7 +30,7 @@ from isorun_hostd.vm.errors import BootFilesError
 
 # virtio_mmio: microvm's transport; virtio_console: the agent port; virtio_blk + erofs + overlay:
 # the image disk under a writable layer; crc32c_generic: libcrc32c (erofs) needs a crc32c and the
-# accelerated one does not load under TCG.
+# accelerated one does not load under TCG; virtio_net: the sandbox's NIC.
 GUEST_MODULES = (
     "virtio_mmio",
     "virtio_console",
@@ -38,6 +38,7 @@ GUEST_MODULES = (
     "crc32c_generic",
     "erofs",
     "overlay",
+    "virtio_net",
 )
 _XZ_MAGIC = b"\xfd7zXZ\x00"
 _ELF_MAGIC = b"\x7fELF"

@@ -2,9 +2,12 @@
 
 The recipe is vm-lab.md's fastest working one: ``-M microvm`` (ACPI on: Debian's kernel finds
 virtio-mmio devices only through ACPI), the uncompressed kernel ELF booted through PVH, an
-uncompressed initramfs whose PID 1 is the agent, one virtio-serial port for the agent and one
-virtio-blk disk holding the image read-only. KVM and TCG differ only in the accelerator flags
-and in ``tsc_early_khz``, which TCG needs (without it ~1 boot in 10 hangs calibrating the TSC).
+uncompressed initramfs whose PID 1 is the agent, one virtio-serial port for the agent, one
+virtio-blk disk holding the image read-only and, for sandboxes, one virtio-net NIC on the tap
+of the namespace QEMU is started in (``net.plan``: the same names, MACs and addresses in
+every namespace, so the argv does not depend on it). KVM and TCG differ only in the
+accelerator flags and in ``tsc_early_khz``, which TCG needs (without it ~1 boot in 10 hangs
+calibrating the TSC).
 
 Guest RAM is always a memory backend named ``mem`` (the RAM block's name in a state stream), so a
 stream saved from any VM loads into any other of the same shape:
@@ -24,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from isorun_hostd.agent_channel.protocol import PORT_NAME
+from isorun_hostd.net.plan import GUEST_IP_ARG, GUEST_MAC, TAP
 from isorun_hostd.vm.bootfiles import BootFiles
 from isorun_hostd.vm.capabilities import HostCapabilities
 
@@ -56,6 +60,7 @@ class VMSpec:
     """What one VM gets. ``disk`` is the image's erofs file, or None to stay in the initramfs.
     ``mem_path`` puts guest RAM in that file (a template's, on tmpfs), mapped shared when
     ``mem_shared`` (the template itself) and privately, copy-on-write, when not (its clones).
+    ``nic`` adds the network card; its VM must be started inside a slot's namespace.
     """
 
     vm_id: str
@@ -64,6 +69,7 @@ class VMSpec:
     disk: Path | None = None
     mem_path: Path | None = None
     mem_shared: bool = False
+    nic: bool = False
 
     def __post_init__(self) -> None:
         if not 1 <= self.vcpus <= 64:
@@ -100,6 +106,8 @@ def kernel_cmdline(spec: VMSpec, caps: HostCapabilities) -> str:
     if spec.disk is not None:
         args.append(f"isorun.root={ROOT_DEVICE}")
     args.append(f"isorun.hostname={BOOT_HOSTNAME}")
+    if spec.nic:
+        args.append(f"isorun.ip={GUEST_IP_ARG}")
     return " ".join(args)
 
 
@@ -131,6 +139,11 @@ def build_argv(spec: VMSpec, caps: HostCapabilities, boot: BootFiles, paths: Run
         argv += [
             "-drive", f"id=root,file={_opt(spec.disk)},format=raw,if=none,readonly=on",
             "-device", "virtio-blk-device,drive=root",
+        ]  # fmt: skip
+    if spec.nic:
+        argv += [
+            "-netdev", f"tap,id=net0,ifname={TAP},script=no,downscript=no",
+            "-device", f"virtio-net-device,netdev=net0,mac={GUEST_MAC}",
         ]  # fmt: skip
     return argv
 

@@ -7,10 +7,12 @@ start(restore=F): the same QEMU argv plus -S -incoming defer ─► load F ─�
 launch_incoming(): that QEMU started ahead (INCOMING); a later start(restore=F) goes on from it
 save_template(F): quiesce ─► x-ignore-shared ─► stop ─► device state to F (RAM stays in its file)
 save(F):  quiesce the channel ─► stop ─► state to F ─► cont (or stay paused for a hibernate)
-destroy(): close channel ─► QMP quit (or SIGKILL) ─► reap ─► rm -r run/<id>      idempotent
+destroy(): close channel ─► QMP quit (or SIGKILL) ─► reap ─► rm -r run/<id> ─► close slot
 ```
-Nothing a VM creates lives outside its run folder (the image disk is shared and read-only), so
-removing that folder after the process is reaped leaves nothing behind.
+A VM with a NIC gets a network slot (``net.apply.Slot``: namespace, tap, veth, ruleset) just
+before its QEMU starts inside that namespace, and gives it back once QEMU is reaped. Apart from
+the slot, nothing a VM creates lives outside its run folder (the image disk is shared and
+read-only), so removing both after the process is reaped leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -21,11 +23,12 @@ import logging
 import shutil
 import time
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, Protocol
 
 from qemu.qmp import QMPError
 
 from isorun_hostd.agent_channel import AgentChannel, ChannelError
+from isorun_hostd.net.apply import Slot
 from isorun_hostd.vm import process, snapshot
 from isorun_hostd.vm.bootfiles import BootFiles
 from isorun_hostd.vm.capabilities import HostCapabilities
@@ -45,6 +48,12 @@ QMP_CONNECT_TIMEOUT_S = 10.0
 MIGRATION_TIMEOUT_S = 120.0
 
 
+class SlotSource(Protocol):
+    async def open_slot(self) -> Slot:
+        """A fresh namespace for one VM, its ruleset in force (locked down until bound)."""
+        ...
+
+
 class MicroVM:
     """A QEMU microVM with the isorun agent as PID 1.
 
@@ -56,13 +65,22 @@ class MicroVM:
     """
 
     def __init__(
-        self, spec: VMSpec, caps: HostCapabilities, boot: BootFiles, run_root: Path
+        self,
+        spec: VMSpec,
+        caps: HostCapabilities,
+        boot: BootFiles,
+        run_root: Path,
+        network: SlotSource | None = None,
     ) -> None:
+        if spec.nic and network is None:
+            raise ValueError(f"VM {spec.vm_id} has a NIC: give it a network to take a slot from")
         self.spec = spec
         self.caps = caps
         self.paths = RunPaths(run_root / spec.vm_id)
         self._argv = build_argv(spec, caps, boot, self.paths)
         self.state = StateMachine(spec.vm_id)
+        self._network = network
+        self.slot: Slot | None = None
         self._process: asyncio.subprocess.Process | None = None
         self._qmp: QMP | None = None
         self._channel: AgentChannel | None = None
@@ -161,6 +179,9 @@ class MicroVM:
     async def _launch(self, *, incoming: bool) -> None:
         argv = [*self._argv, "-S", "-incoming", "defer"] if incoming else self._argv
         self.paths.root.mkdir(parents=True, exist_ok=False)
+        if self._network is not None and self.spec.nic:
+            self.slot = await self._network.open_slot()
+            argv = [*self.slot.nsenter, *argv]
         self._process = await process.launch(argv, self.paths.root / "qemu.log")
         self.paths.pid_file.write_text(str(self._process.pid))
         assert self._process.stdout is not None
@@ -327,7 +348,11 @@ class MicroVM:
             if self._console_task is not None:
                 self._console_task.cancel()
             shutil.rmtree(self.paths.root, ignore_errors=True)
-            self.state.move(VMState.STOPPED)
+            try:
+                if self.slot is not None:
+                    await self.slot.close()
+            finally:
+                self.state.move(VMState.STOPPED)
 
     async def _quit(self, qmp: QMP) -> None:
         with contextlib.suppress(QMPError, OSError, asyncio.TimeoutError, EOFError):
