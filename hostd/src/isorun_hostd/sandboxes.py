@@ -48,7 +48,8 @@ from typing import Literal, TypedDict
 
 from typing_extensions import Unpack
 
-from isorun_hostd.agent_channel import AgentChannel, AgentError, ExecRequest, Process
+from isorun_hostd.agent_channel import AgentChannel, AgentError, ExecEnd, ExecRequest, Process
+from isorun_hostd.audit import AuditChain
 from isorun_hostd.config import Settings
 from isorun_hostd.images import (
     ImageDisk,
@@ -120,8 +121,11 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 class Sandbox:
     """A running sandbox: files and processes go through ``channel``; exec adds image defaults."""
 
-    def __init__(self, sandbox_id: str, image: ImageDisk, vm: MicroVM, *, hostname: str) -> None:
+    def __init__(
+        self, sandbox_id: str, image: ImageDisk, vm: MicroVM, *, hostname: str, audit: AuditChain
+    ) -> None:
         self.id = sandbox_id
+        self.audit = audit
         self.image = image
         # Its run folder is named by vm.spec.vm_id, which differs from ``id`` for a VM that
         # came from the warm pool.
@@ -151,8 +155,27 @@ class Sandbox:
         )
 
     async def exec(self, command: list[str] | str, **options: Unpack[ExecOptions]) -> Process:
-        """Start a process: an argv list, or a string for ``/bin/sh -c``."""
-        return await self.channel.exec(self.exec_request(command, **options))
+        """Start a process: an argv list, or a string for ``/bin/sh -c``. Its start and its end
+        (if a reader sees it) are audit entries; the caller's env values are not."""
+        request = self.exec_request(command, **options)
+        process = await self.channel.exec(request)
+        self.audit.record(
+            self.id,
+            "exec.start",
+            {
+                "pid": process.pid,
+                "command": request.argv if request.argv is not None else request.shell,
+                "cwd": request.cwd,
+                "user": request.user,
+                "env_names": sorted(options.get("env") or {}),
+            },
+        )
+
+        def ended(end: ExecEnd) -> None:
+            self.audit.record(self.id, "exec.end", {"pid": process.pid, **end.model_dump()})
+
+        process.on_end = ended
+        return process
 
     async def exec_with_input(
         self, command: list[str] | str, data: bytes, **options: Unpack[ExecOptions]
@@ -196,6 +219,8 @@ class Runtime:
         self.snapshots = SnapshotStore(settings.state_dir / "snapshots")
         self.hibernations = SnapshotStore(settings.state_dir / "hibernated")
         self._fork_streams = SnapshotStore(settings.state_dir / "forks")
+        # Opened by start(); pass ``audit.record`` wherever an AuditSink is wanted.
+        self.audit = AuditChain(settings.audit_dir, key_file=settings.audit_key_file)
         self.templates: Templates | None = None
         self.incoming: IncomingPool | None = None
         self.cold_boots = 0
@@ -247,6 +272,7 @@ class Runtime:
             FileNotFoundError: QEMU is not installed.
         """
         s = self.settings
+        await asyncio.to_thread(self.audit.open)
         for name in remove_stale_run_dirs(s.run_dir):
             log.warning("removed the run folder of VM %s, whose QEMU is gone", name)
         for store in (self.snapshots, self.hibernations, self._fork_streams):
@@ -313,8 +339,13 @@ class Runtime:
         except BaseException:
             self._held.pop(sandbox_id, None)
             raise
-        sandbox = Sandbox(sandbox_id, disk, vm, hostname=sandbox_id)
+        sandbox = Sandbox(sandbox_id, disk, vm, hostname=sandbox_id, audit=self.audit)
         self._sandboxes[sandbox_id] = sandbox
+        self.audit.record(
+            sandbox_id,
+            "sandbox.create",
+            {"image": image, "image_pinned": disk.pinned, "vcpus": vcpus, "mem_mib": mem_mib},
+        )
         return sandbox
 
     async def _boot_cold(
@@ -351,6 +382,8 @@ class Runtime:
             sandbox, self.snapshots, snapshot_id or f"snap-{secrets.token_hex(6)}", "snapshot"
         )
         self._refill(sandbox)
+        fields = {"snapshot_id": meta.snapshot_id, "size_bytes": meta.size_bytes}
+        self.audit.record(sandbox.id, "sandbox.snapshot", fields)
         return meta
 
     async def from_snapshot(self, snapshot_id: str, *, sandbox_id: str | None = None) -> Sandbox:
@@ -364,9 +397,11 @@ class Runtime:
         """
         meta = self.snapshots.get(snapshot_id)
         sandbox_id = sandbox_id or _new_id()
-        return await self._restore(
+        sandbox = await self._restore(
             meta, self.snapshots.state_path(snapshot_id), sandbox_id, hostname=sandbox_id
         )
+        self._audit_create(sandbox, snapshot_id=snapshot_id)
+        return sandbox
 
     async def fork(self, sandbox: Sandbox, count: int = 1) -> list[Sandbox]:
         """``count`` new sandboxes, each continuing from ``sandbox`` as it is now (its files,
@@ -424,9 +459,12 @@ class Runtime:
             self._fork_streams.delete(stream_id)
         clones = [r for r in results if isinstance(r, Sandbox)]
         failures = [r for r in results if isinstance(r, BaseException)]
+        for clone in clones:
+            self._audit_create(clone, forked_from=sandbox.id)
         if failures:
             await asyncio.gather(*(self.destroy(c) for c in clones), return_exceptions=True)
             raise failures[0]
+        self.audit.record(sandbox.id, "sandbox.fork", {"clone_ids": [c.id for c in clones]})
         return clones
 
     async def hibernate(self, sandbox: Sandbox) -> SnapshotMeta:
@@ -438,6 +476,7 @@ class Runtime:
         meta = await self._save(
             sandbox, self.hibernations, sandbox.id, "hibernation", keep_running=False
         )
+        self.audit.record(sandbox.id, "sandbox.hibernate", {"size_bytes": meta.size_bytes})
         await self.destroy(sandbox)
         self._refill(sandbox)
         return meta
@@ -455,6 +494,7 @@ class Runtime:
             meta, self.hibernations.state_path(sandbox_id), sandbox_id, hostname=meta.hostname
         )
         self.hibernations.delete(sandbox_id)
+        self.audit.record(sandbox_id, "sandbox.resume", {})
         return sandbox
 
     async def _save(
@@ -543,7 +583,7 @@ class Runtime:
                 await target.destroy()
             self._held.pop(sandbox_id, None)
             raise
-        sandbox = Sandbox(sandbox_id, meta.image, vm, hostname=hostname)
+        sandbox = Sandbox(sandbox_id, meta.image, vm, hostname=hostname, audit=self.audit)
         self._sandboxes[sandbox_id] = sandbox
         self._refill(sandbox, later=True)
         return sandbox
@@ -567,7 +607,8 @@ class Runtime:
             )
 
     async def destroy(self, sandbox: Sandbox) -> None:
-        self._sandboxes.pop(sandbox.id, None)
+        if self._sandboxes.pop(sandbox.id, None) is not None:
+            self.audit.record(sandbox.id, "sandbox.destroy", {})
         try:
             await sandbox.vm.destroy()
         finally:
@@ -577,6 +618,8 @@ class Runtime:
         """Destroy every sandbox this runtime started, its templates and its pool QEMUs."""
         sandboxes = list(self._sandboxes.values())
         self._sandboxes.clear()
+        for sandbox in sandboxes:
+            self.audit.record(sandbox.id, "sandbox.destroy", {"reason": "hostd shutting down"})
         await asyncio.gather(*(s.vm.destroy() for s in sandboxes), return_exceptions=True)
         for sandbox in sandboxes:
             self._held.pop(sandbox.id, None)
@@ -584,6 +627,17 @@ class Runtime:
             await self.templates.aclose()
         if self.incoming is not None:
             await self.incoming.aclose()
+        self.audit.close()
+
+    def _audit_create(self, sandbox: Sandbox, **origin: str) -> None:
+        """``sandbox.create`` for a sandbox restored from a save; ``origin`` names the save."""
+        spec = sandbox.vm.spec
+        fields = {
+            "image_pinned": sandbox.image.pinned,
+            "vcpus": spec.vcpus,
+            "mem_mib": spec.mem_mib,
+        }
+        self.audit.record(sandbox.id, "sandbox.create", {**fields, **origin})
 
 
 async def _launch(vm: MicroVM) -> None:

@@ -27,7 +27,7 @@ import json
 import logging
 import secrets
 import struct
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -547,6 +547,9 @@ class Process:
         self._stream = stream
         self.pid = pid
         self._end: ExecEnd | None = None
+        # Called once with the end, by whichever reader sees it (the audit log's exec.end);
+        # a process detached before its end never calls it.
+        self.on_end: Callable[[ExecEnd], None] | None = None
 
     async def output(self) -> AsyncIterator[Output]:
         """Yield output as it arrives, until the process has ended and its pipes are drained."""
@@ -560,6 +563,8 @@ class Process:
             elif frame.type in (FrameType.REPLY, FrameType.ERROR):
                 stream.channel._forget(stream)
                 self._end = stream.decode(frame, ExecEnd, FrameType.REPLY)
+                if self.on_end is not None:
+                    self.on_end(self._end)
             elif frame.type != FrameType.EOF:
                 raise ProtocolViolation(f"exec: unexpected frame {frame.type}")
 
