@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -13,6 +13,7 @@ NDJSON = "application/x-ndjson"
 STAT_HEADER = "X-Isorun-Stat"
 
 if TYPE_CHECKING:
+    from isorun_hostd.audit import Entry, Report
     from isorun_hostd.snapshots import SnapshotMeta
 
 
@@ -137,3 +138,54 @@ class NodeSnapshot(BaseModel):
 
 class NodeSnapshotList(BaseModel):
     data: list[NodeSnapshot]
+
+
+class NodeAuditEntry(BaseModel):
+    """One audit entry as written (docs/audit.md): ``mac`` covers the rest, ``prev_mac``
+    included, so a client can follow the links."""
+
+    seq: int
+    time: str
+    sandbox_id: str | None
+    kind: str
+    fields: dict[str, Any]
+    prev_mac: str
+    mac: str
+
+    @classmethod
+    def from_entry(cls, entry: Entry) -> NodeAuditEntry:
+        return cls.model_validate(entry, from_attributes=True)
+
+
+class NodeAuditList(BaseModel):
+    """GET /audit: ``cursor`` is the last seq of a full page (pass it as ``after``), else null."""
+
+    data: list[NodeAuditEntry]
+    cursor: int | None
+
+
+class NodeAuditFinding(BaseModel):
+    seq: int
+    reason: str = Field(
+        description="altered, removed, reordered, truncated, unreadable, header, head"
+    )
+    detail: str
+
+
+class NodeAuditReport(BaseModel):
+    """GET /audit/verify: ``checked`` entries chain correctly before ``first_bad``."""
+
+    ok: bool
+    checked: int
+    first_bad: NodeAuditFinding | None
+
+    @classmethod
+    def from_report(cls, report: Report) -> NodeAuditReport:
+        bad = report.first_bad
+        return cls(
+            ok=report.ok,
+            checked=report.checked,
+            first_bad=None
+            if bad is None
+            else NodeAuditFinding(seq=bad.seq, reason=bad.reason, detail=bad.detail),
+        )

@@ -3,8 +3,8 @@
 from fastapi import APIRouter, Depends
 
 from isorun_hostd.api.deps import require_token
-from isorun_hostd.api.routes import exec, files, node, processes, sandboxes, snapshots
+from isorun_hostd.api.routes import audit, exec, files, node, processes, sandboxes, snapshots
 
 router = APIRouter(prefix="/node/v1", dependencies=[Depends(require_token)])
-for module in (node, sandboxes, snapshots, exec, processes, files):
+for module in (node, sandboxes, snapshots, exec, processes, files, audit):
     router.include_router(module.router)
