@@ -4,9 +4,11 @@
 isorun-hostd run IMAGE [options] -- CMD [ARG...]   boot, stream output, exit with CMD's status
 isorun-hostd doctor                                what this host offers VMs, and why
 isorun-hostd serve [--host H] [--port N]           the node API (spec/node.md) for a backend
+isorun-hostd audit verify [--state-dir DIR]        check the audit chain offline (docs/audit.md)
 ```
 ``serve`` needs ``ISORUN_NODE_TOKEN``; its VMs die with it (PDEATHSIG), and the next start
 removes their run folders.
+``audit verify`` exits 0 when the chain is intact and 1 naming the first bad entry otherwise.
 Exit status of ``run``: the command's own, 128+N when a signal N killed it, 124 when it timed
 out, 125 when isorun itself failed (bad image, VM did not boot); the reason goes to stderr.
 """
@@ -20,11 +22,14 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import uvicorn
 
 from isorun_hostd.agent_channel import Channel, ChannelError, Process
 from isorun_hostd.api import create_app
+from isorun_hostd.audit import AuditError, load_key, read_head, verify
+from isorun_hostd.audit.chain import CHAIN_FILE, HEAD_FILE, KEY_FILE
 from isorun_hostd.config import Settings
 from isorun_hostd.images import ImageError, PullProgress
 from isorun_hostd.sandboxes import Runtime
@@ -91,6 +96,19 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=7070)
     serve.set_defaults(handler=_serve)
+
+    audit = commands.add_parser("audit", help="the audit chain, read from disk")
+    audit_commands = audit.add_subparsers(required=True, metavar="COMMAND")
+    audit_verify = audit_commands.add_parser(
+        "verify", help="check every entry; name the first altered, removed or reordered one"
+    )
+    audit_verify.add_argument(
+        "--state-dir", type=Path, help="default: ISORUN_STATE_DIR or /var/lib/isorun"
+    )
+    audit_verify.add_argument(
+        "--key", type=Path, help="default: ISORUN_AUDIT_KEY_FILE or <state dir>/audit/key"
+    )
+    audit_verify.set_defaults(handler=_audit_verify)
     return parser
 
 
@@ -181,6 +199,26 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         await runtime.aclose()
     return 0
+
+
+async def _audit_verify(args: argparse.Namespace, settings: Settings) -> int:
+    """Read the key, chain and head directly: works while hostd runs, and without it."""
+    folder = (args.state_dir or settings.state_dir) / "audit"
+    key_path = args.key or settings.audit_key_file or folder / KEY_FILE
+    try:
+        key = load_key(key_path, create=False)
+        report = await asyncio.to_thread(
+            verify, folder / CHAIN_FILE, key, read_head(folder / HEAD_FILE)
+        )
+    except (AuditError, OSError) as exc:
+        return _fail(str(exc))
+    if report.first_bad is None:
+        print(f"audit chain intact: {report.checked} entries ({folder / CHAIN_FILE})")
+        return 0
+    bad = report.first_bad
+    print(f"entry {bad.seq}: {bad.reason}: {bad.detail}")
+    print(f"{report.checked} entries before it chain correctly ({folder / CHAIN_FILE})")
+    return 1
 
 
 class _ProgressPrinter:
