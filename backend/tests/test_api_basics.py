@@ -98,6 +98,8 @@ async def test_openapi_is_served_and_every_route_has_a_tag_name_operation_id(
         ("post", "/v1/sandboxes/{sandbox_id}/files/mkdir"): "files-mkdir",
         ("post", "/v1/sandboxes/{sandbox_id}/files/rename"): "files-rename",
         ("get", "/v1/usage"): "usage-get",
+        ("get", "/v1/sandboxes/{sandbox_id}/audit"): "audit-list",
+        ("get", "/v1/audit/verify"): "audit-verify",
     }
 
 

@@ -25,6 +25,7 @@ import datetime as dt
 from typing import Annotated, Any, Literal
 
 from isorun_hostd.agent_channel.protocol import INITIAL_WINDOW_BYTES
+from isorun_hostd.api.models import NodeAuditEntry
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Index, String, TypeDecorator
 from sqlalchemy.engine import Dialect
@@ -287,6 +288,39 @@ class SnapshotPublic(BaseModel):
 class SnapshotList(BaseModel):
     data: list[SnapshotPublic]
     next_cursor: str | None
+
+
+class AuditEntry(NodeAuditEntry):
+    """spec/api.md "Audit": one entry of its node's chain, as the node serves it; ``prev_mac``
+    links it to the node's entry before (which may be another sandbox's)."""
+
+
+class AuditList(BaseModel):
+    data: list[AuditEntry]
+    next_cursor: str | None
+
+
+class AuditFinding(BaseModel):
+    """The first entry of a node's chain that is not as written, and why."""
+
+    seq: int
+    reason: str = Field(
+        description="altered, removed, reordered, truncated, unreadable, header or head"
+    )
+
+
+class AuditNodeReport(BaseModel):
+    node: str
+    ok: bool
+    checked: int = Field(description="entries that chain correctly before first_bad")
+    first_bad: AuditFinding | None
+
+
+class AuditReport(BaseModel):
+    """spec/api.md "Audit": GET /v1/audit/verify, one report per node."""
+
+    ok: bool
+    nodes: list[AuditNodeReport]
 
 
 class SandboxUpdate(_Request):

@@ -10,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from isorun_backend.core.security import Principal
 from isorun_backend.services import Services
 from isorun_backend.services.api_keys import authenticate
+from isorun_backend.services.audit import AuditService
 from isorun_backend.services.errors import Unauthorized
 from isorun_backend.services.exec import ExecService
 from isorun_backend.services.files import FileService
@@ -68,6 +69,10 @@ def _usage(services: ServicesDep) -> UsageService:
     return services.usage
 
 
+def _audit(services: ServicesDep) -> AuditService:
+    return services.audit
+
+
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 HealthDep = Annotated[HealthService, Depends(_health)]
 SandboxesDep = Annotated[SandboxService, Depends(_sandboxes)]
@@ -76,3 +81,4 @@ ExecDep = Annotated[ExecService, Depends(_exec)]
 ProcessesDep = Annotated[ProcessService, Depends(_processes)]
 FilesDep = Annotated[FileService, Depends(_files)]
 UsageDep = Annotated[UsageService, Depends(_usage)]
+AuditDep = Annotated[AuditService, Depends(_audit)]

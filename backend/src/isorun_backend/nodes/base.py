@@ -16,7 +16,13 @@ from typing import Protocol
 
 from isorun_hostd.agent_channel import ExecEnd, FileStat, Output
 from isorun_hostd.agent_channel.protocol import ProcessList
-from isorun_hostd.api.models import NodeInfo, NodeSandbox, NodeSnapshot
+from isorun_hostd.api.models import (
+    NodeAuditList,
+    NodeAuditReport,
+    NodeInfo,
+    NodeSandbox,
+    NodeSnapshot,
+)
 from isorun_hostd.sandboxes import ExecOptions
 
 from isorun_backend.services.errors import Unavailable
@@ -152,3 +158,13 @@ class Node(ABC):
     @abstractmethod
     async def forget_hibernation(self, sandbox_id: str) -> None:
         """Remove a hibernated sandbox's saved state; absent is fine."""
+
+    # -- audit (spec/node.md "Audit") -------------------------------------------------------
+
+    @abstractmethod
+    async def audit_entries(self, sandbox_id: str, *, after: int, limit: int) -> NodeAuditList:
+        """The sandbox's audit entries with seq > ``after`` (also once it is destroyed)."""
+
+    @abstractmethod
+    async def audit_verify(self) -> NodeAuditReport:
+        """Verify the node's whole audit chain."""

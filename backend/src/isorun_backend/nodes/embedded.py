@@ -10,7 +10,13 @@ from collections.abc import AsyncIterable, AsyncIterator
 
 from isorun_hostd.agent_channel import ChannelClosed, ExecEnd, FileStat, Output, Process
 from isorun_hostd.agent_channel.protocol import Empty, ProcessList
-from isorun_hostd.api.models import NodeInfo, NodeSandbox, NodeSnapshot
+from isorun_hostd.api.models import (
+    NodeAuditList,
+    NodeAuditReport,
+    NodeInfo,
+    NodeSandbox,
+    NodeSnapshot,
+)
 from isorun_hostd.sandboxes import ExecOptions, Runtime, Sandbox
 
 from isorun_backend.nodes.base import Node, NodeProcess
@@ -131,6 +137,14 @@ class EmbeddedNode(Node):
 
     async def forget_hibernation(self, sandbox_id: str) -> None:
         await asyncio.to_thread(self.runtime.hibernations.delete, sandbox_id)
+
+    async def audit_entries(self, sandbox_id: str, *, after: int, limit: int) -> NodeAuditList:
+        audit = self.runtime.audit
+        entries = await asyncio.to_thread(audit.entries, sandbox_id, after=after, limit=limit)
+        return NodeAuditList.page(entries, limit)
+
+    async def audit_verify(self) -> NodeAuditReport:
+        return NodeAuditReport.from_report(await asyncio.to_thread(self.runtime.audit.verify))
 
     def _sandbox(self, sandbox_id: str) -> Sandbox:
         sandbox = self.runtime.get(sandbox_id)

@@ -18,6 +18,8 @@ from isorun_hostd.agent_channel import AgentError, Channel, ChannelClosed, ExecE
 from isorun_hostd.agent_channel.protocol import ProcessList
 from isorun_hostd.api.models import (
     STAT_HEADER,
+    NodeAuditList,
+    NodeAuditReport,
     NodeExecCreate,
     NodeFork,
     NodeInfo,
@@ -214,6 +216,15 @@ class RemoteNode(Node):
         response = await self._request("DELETE", f"/hibernations/{sandbox_id}", timeout=LONG)
         if response.status_code not in (204, 404):
             raise self._error(response)
+
+    async def audit_entries(self, sandbox_id: str, *, after: int, limit: int) -> NodeAuditList:
+        params = {"sandbox_id": sandbox_id, "after": after, "limit": limit}
+        return NodeAuditList.model_validate(await self._json("GET", "/audit", params=params))
+
+    async def audit_verify(self) -> NodeAuditReport:
+        # A long chain takes a while to read through.
+        answer = await self._json("GET", "/audit/verify", timeout=LONG)
+        return NodeAuditReport.model_validate(answer)
 
     # -- transport ------------------------------------------------------------------------------
 

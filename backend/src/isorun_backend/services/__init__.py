@@ -26,6 +26,7 @@ from isorun_hostd.sandboxes import Runtime
 
 from isorun_backend.core.config import BackendSettings
 from isorun_backend.nodes import EmbeddedNode, Node, NodeUnavailable, RemoteNode
+from isorun_backend.services.audit import AuditService
 from isorun_backend.services.exec import ExecService
 from isorun_backend.services.files import FileService
 from isorun_backend.services.health import HealthService
@@ -52,6 +53,7 @@ class Services:
     processes: ProcessService
     files: FileService
     usage: UsageService
+    audit: AuditService
 
     @classmethod
     @asynccontextmanager
@@ -87,6 +89,7 @@ class Services:
                     processes=ProcessService(sandboxes),
                     files=FileService(sandboxes),
                     usage=UsageService(db, Meter(settings)),
+                    audit=AuditService(db, nodes),
                 )
             finally:
                 await sandboxes.aclose()

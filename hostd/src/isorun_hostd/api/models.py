@@ -163,6 +163,14 @@ class NodeAuditList(BaseModel):
     data: list[NodeAuditEntry]
     cursor: int | None
 
+    @classmethod
+    def page(cls, entries: list[Entry], limit: int) -> NodeAuditList:
+        """The answer for ``entries``, read with ``limit``: a full page may have a next one."""
+        return cls(
+            data=[NodeAuditEntry.from_entry(entry) for entry in entries],
+            cursor=entries[-1].seq if entries and len(entries) == limit else None,
+        )
+
 
 class NodeAuditFinding(BaseModel):
     seq: int

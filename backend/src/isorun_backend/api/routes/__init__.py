@@ -3,6 +3,7 @@
 from fastapi import APIRouter
 
 from isorun_backend.api.routes import (
+    audit,
     exec,
     files,
     health,
@@ -13,5 +14,5 @@ from isorun_backend.api.routes import (
 )
 
 router = APIRouter(prefix="/v1")
-for module in (health, sandboxes, snapshots, exec, processes, files, usage):
+for module in (health, sandboxes, snapshots, exec, processes, files, usage, audit):
     router.include_router(module.router)

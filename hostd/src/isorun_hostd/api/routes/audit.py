@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from isorun_hostd.api.deps import RuntimeDep
-from isorun_hostd.api.models import NodeAuditEntry, NodeAuditList, NodeAuditReport
+from isorun_hostd.api.models import NodeAuditList, NodeAuditReport
 from isorun_hostd.audit.chain import MAX_PAGE
 
 router = APIRouter(prefix="/audit", tags=["audit"])
@@ -22,10 +22,7 @@ async def listing(
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = MAX_PAGE,
 ) -> NodeAuditList:
     entries = await asyncio.to_thread(runtime.audit.entries, sandbox_id, after=after, limit=limit)
-    return NodeAuditList(
-        data=[NodeAuditEntry.from_entry(entry) for entry in entries],
-        cursor=entries[-1].seq if len(entries) == limit else None,
-    )
+    return NodeAuditList.page(entries, limit)
 
 
 @router.get("/verify", name="verify")
