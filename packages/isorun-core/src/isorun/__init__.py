@@ -16,6 +16,7 @@ a `NullHandler` until the application configures logging.
 import logging
 
 from isorun._async_sandbox import AsyncSandbox, SandboxCreation
+from isorun._audit import AsyncAudit, Audit
 from isorun._base import USE_CLIENT_DEFAULT
 from isorun._client import AsyncClient, Client
 from isorun._errors import (
@@ -55,6 +56,10 @@ from isorun._errors import (
 )
 from isorun._files import AsyncFiles, Files
 from isorun._models import (
+    AuditEntry,
+    AuditFinding,
+    AuditNodeReport,
+    AuditReport,
     ExecEvent,
     ExecResult,
     ExitEvent,
@@ -73,10 +78,16 @@ from isorun._snapshots import AsyncSnapshots, Snapshots
 __all__ = [
     "USE_CLIENT_DEFAULT",
     "APIError",
+    "AsyncAudit",
     "AsyncClient",
     "AsyncFiles",
     "AsyncSandbox",
     "AsyncSnapshots",
+    "Audit",
+    "AuditEntry",
+    "AuditFinding",
+    "AuditNodeReport",
+    "AuditReport",
     "AuthenticationError",
     "Client",
     "Conflict",

@@ -29,6 +29,7 @@ from tenacity import (
 )
 
 from isorun import _routes
+from isorun._audit import AsyncAudit, Audit
 from isorun._base import (
     DEFAULT_MAX_RETRIES,
     DEFAULT_RETRY_BACKOFF_S,
@@ -147,6 +148,8 @@ class Client(_ClientSettings):
         )
         self.snapshots = Snapshots(self)
         """The tenant's snapshots: `list()`, `get(id)`, `delete(id)`."""
+        self.audit = Audit(self)
+        """The nodes' audit log: `list(sandbox_id)`, `verify()`."""
 
     def __enter__(self) -> Client:
         self._enter_state()
@@ -281,6 +284,8 @@ class AsyncClient(_ClientSettings):
         )
         self.snapshots = AsyncSnapshots(self)
         """The tenant's snapshots: `list()`, `await get(id)`, `await delete(id)`."""
+        self.audit = AsyncAudit(self)
+        """The nodes' audit log: `list(sandbox_id)`, `await verify()`."""
 
     async def __aenter__(self) -> AsyncClient:
         self._enter_state()

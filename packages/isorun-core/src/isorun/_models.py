@@ -8,7 +8,7 @@ current values are listed on each field.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
@@ -223,3 +223,57 @@ class Health(_Wire):
     status: str
     version: str
     accelerator: str
+
+
+class AuditEntry(_Wire):
+    """One entry of a node's tamper-evident audit log (spec/api.md "Audit").
+
+    Attributes:
+        seq: Its place in the node's chain (a sandbox's entries have gaps: other sandboxes').
+        time: When it was written, RFC 3339 UTC.
+        kind: "sandbox.create", "exec.start", "exec.end", "egress.dns", ...
+        fields: What happened: the command, the exit code and `duration_ms`, the host, ...
+        prev_mac: The MAC of the node's entry before this one.
+        mac: HMAC-SHA256 over this entry, `prev_mac` included, under the node's key.
+    """
+
+    seq: int
+    time: str
+    sandbox_id: str | None
+    kind: str
+    fields: dict[str, Any] = Field(default_factory=dict)
+    prev_mac: str
+    mac: str
+
+
+class AuditFinding(_Wire):
+    """The first entry of a node's chain that is not as written.
+
+    Attributes:
+        reason: "altered", "removed", "reordered", "truncated", "unreadable", "header" or
+            "head".
+    """
+
+    seq: int
+    reason: str
+
+
+class AuditNodeReport(_Wire):
+    """One node's chain, verified: `checked` entries chain correctly before `first_bad`."""
+
+    node: str
+    ok: bool
+    checked: int
+    first_bad: AuditFinding | None = None
+
+
+class AuditReport(_Wire):
+    """`GET /v1/audit/verify`: every node's chain; `ok` when all are intact."""
+
+    ok: bool
+    nodes: list[AuditNodeReport]
+
+    @property
+    def first_bad(self) -> tuple[str, AuditFinding] | None:
+        """The first node whose chain is not intact, and its first bad entry."""
+        return next(((n.node, n.first_bad) for n in self.nodes if n.first_bad is not None), None)

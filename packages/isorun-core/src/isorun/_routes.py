@@ -182,6 +182,23 @@ def list_snapshots(*, sandbox_id: str | None, page_size: int) -> ApiRequest:
     )
 
 
+def list_audit(sandbox_id: str, *, page_size: int) -> ApiRequest:
+    """`GET /v1/sandboxes/{id}/audit?limit=` (first page)."""
+    return ApiRequest(
+        "GET",
+        _sandbox_path(sandbox_id, "/audit"),
+        "list audit entries",
+        idempotent=True,
+        params=(("limit", str(page_size)),),
+        sandbox_id=sandbox_id,
+    )
+
+
+def verify_audit() -> ApiRequest:
+    """`GET /v1/audit/verify`."""
+    return ApiRequest("GET", "/v1/audit/verify", "verify audit", idempotent=True)
+
+
 def get_snapshot(snapshot_id: str) -> ApiRequest:
     """`GET /v1/snapshots/{id}`."""
     path = f"/v1/snapshots/{quote(snapshot_id, safe='')}"

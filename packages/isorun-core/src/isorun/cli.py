@@ -11,6 +11,8 @@ isorun fork ID [-n N]                clone a running sandbox; prints the clones'
 isorun snapshot create ID [--keep] [--name N] | ls [--sandbox ID] | rm SNAP
 isorun hibernate ID | resume ID      to disk and back; prints the sandbox's state
 isorun usage [--since T] [--until T] the key's tenant's metered vCPU/GiB seconds and cost
+isorun audit show ID [--json]        a sandbox's audit entries (also once it is deleted)
+isorun audit verify                  every node's audit chain; exit 1 naming the first bad entry
 isorun doctor                        hostd's view of this host, and whether the API answers
 ```
 
@@ -37,6 +39,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -136,6 +139,7 @@ def _parser() -> argparse.ArgumentParser:
     usage.add_argument("--since", help="RFC 3339 time with a zone (default: the beginning)")
     usage.add_argument("--until", help="RFC 3339 time with a zone (default: now)")
     usage.set_defaults(handler=_usage)
+    _audit_commands(commands)
     commands.add_parser("doctor", help="check this host and the API").set_defaults(handler=_doctor)
     return parser
 
@@ -166,6 +170,19 @@ def _saved_state_commands(commands: Any) -> None:
         command = commands.add_parser(name, help=what)
         command.add_argument("sandbox_id")
         command.set_defaults(handler=handler)
+
+
+def _audit_commands(commands: Any) -> None:
+    """audit show ID [--json], audit verify."""
+    audit = commands.add_parser("audit", help="the tamper-evident audit log")
+    audit_commands = audit.add_subparsers(required=True, metavar="ACTION")
+    show = audit_commands.add_parser("show", help="a sandbox's audit entries, oldest first")
+    show.add_argument("sandbox_id")
+    show.add_argument("--json", action="store_true", help="one JSON entry a line, MACs included")
+    show.set_defaults(handler=_audit_show)
+    audit_commands.add_parser(
+        "verify", help="verify every node's chain; exit 1 naming the first bad entry"
+    ).set_defaults(handler=_audit_verify)
 
 
 def _data_dir_option(parser: argparse.ArgumentParser) -> None:
@@ -595,6 +612,38 @@ def _usage(args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(report())
+
+
+def _audit_show(args: argparse.Namespace) -> int:
+    async def show() -> int:
+        rows = [("SEQ", "TIME", "KIND", "FIELDS")]
+        async with AsyncClient() as client:
+            async for entry in client.audit.list(args.sandbox_id):
+                if args.json:
+                    print(entry.model_dump_json())
+                else:
+                    fields = json.dumps(entry.fields, separators=(",", ":"))
+                    rows.append((str(entry.seq), entry.time, entry.kind, fields))
+        if not args.json:
+            _print_table(rows)
+        return 0
+
+    return asyncio.run(show())
+
+
+def _audit_verify(_args: argparse.Namespace) -> int:
+    async def verify() -> int:
+        async with AsyncClient() as client:
+            report = await client.audit.verify()
+        for node in report.nodes:
+            bad = node.first_bad
+            if bad is None:
+                print(f"node {node.node}: intact, {node.checked} entries")
+            else:
+                print(f"node {node.node}: entry {bad.seq}: {bad.reason}")
+        return 0 if report.ok else 1
+
+    return asyncio.run(verify())
 
 
 def _doctor(_args: argparse.Namespace) -> int:
