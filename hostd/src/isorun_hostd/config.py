@@ -63,6 +63,32 @@ class Settings(BaseSettings):
         default=None, gt=0, description="guest memory this node hands out; default: host RAM"
     )
 
+    network: bool = Field(
+        default=True,
+        description="give every sandbox a NIC in a namespace of its own with default-deny "
+        "egress (docs/network.md); false: sandboxes have no network at all",
+    )
+    guest_ca_files: list[Path] = Field(
+        default_factory=list,
+        description="PEM certificates every guest trusts besides the image's own, e.g. a "
+        "corporate TLS proxy's CA (the credential proxy's CA is added when a sandbox has secrets)",
+    )
+    upstream_ca_files: list[Path] = Field(
+        default_factory=list,
+        description="PEM certificates the credential proxy trusts for upstreams besides the "
+        "host's trust store",
+    )
+    egress_profiles_path: Path | None = Field(
+        default=None,
+        description="JSON or TOML file of extra egress profiles, or ones replacing a built-in "
+        "(docs/network.md); checked at start",
+    )
+    dns_upstream: str | None = Field(
+        default=None,
+        description="resolver the sandboxes' DNS proxy asks, as 'address' or 'address:port'; "
+        "default: the first nameserver in /etc/resolv.conf",
+    )
+
     templates: bool = Field(
         default=True,
         description="boot each (image, vCPUs, memory, boot files) once and restore later creates "

@@ -6,7 +6,10 @@ Runtime.create()   refuse floating tags ─► reserve vCPUs and memory (NoRoom)
                    (erofs disk, cached) ─► a clone of the shape's template (templates.py: built
                    on first use, restored from the warm pool) or else a cold boot ─► identity op
                    (hostname, machine-id, entropy, clock) answered; a failure frees the reservation
-Sandbox.exec()     image Env/WorkingDir/User merged under the request ─► agent exec stream
+                   ─► network: bind the VM's slot to the sandbox's egress policy and secrets
+                   (net/host.py), trust the CAs it needs
+Sandbox.exec()     image Env/WorkingDir/User and the secrets' placeholders merged under the
+                   request ─► agent exec stream
 Runtime.snapshot() save the VM (it pauses, then continues) ─► snapshots/<id>
 Runtime.fork(n)    take n restore targets (waiting ones first) ┬► n restores, each with a
                    save once to a transient stream (no fsync)  ┘  fresh identity
@@ -58,6 +61,9 @@ from isorun_hostd.images import (
     RegistryCredentials,
     refuse_floating,
 )
+from isorun_hostd.net.host import HostNetwork
+from isorun_hostd.net.spec import EgressPolicy, NetworkSpec
+from isorun_hostd.proxy.credentials import guest_env
 from isorun_hostd.snapshots import SnapshotMeta, SnapshotStore
 from isorun_hostd.templates import Templates
 from isorun_hostd.vm import HostCapabilities, MicroVM, VMSpec, bootfiles
@@ -70,6 +76,11 @@ from isorun_hostd.vm.probe import host_capabilities
 from isorun_hostd.vm.state import VMState
 
 log = logging.getLogger(__name__)
+
+# Where guests look for trusted CAs: the bundle OpenSSL, curl and Debian's pip read, and the
+# folder update-ca-certificates rebuilds it from.
+CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+GUEST_CA_FILE = "/usr/local/share/ca-certificates/isorun.crt"
 
 # Agent sandboxes mostly wait on a model or on I/O, so a node hands out more vCPUs than it has.
 VCPU_OVERCOMMIT = 8
@@ -122,9 +133,18 @@ class Sandbox:
     """A running sandbox: files and processes go through ``channel``; exec adds image defaults."""
 
     def __init__(
-        self, sandbox_id: str, image: ImageDisk, vm: MicroVM, *, hostname: str, audit: AuditChain
+        self,
+        sandbox_id: str,
+        image: ImageDisk,
+        vm: MicroVM,
+        *,
+        hostname: str,
+        audit: AuditChain,
+        network: NetworkSpec | None = None,
     ) -> None:
         self.id = sandbox_id
+        # What its slot enforces (egress policy) and its proxy injects (secrets).
+        self.network = network or NetworkSpec()
         self.audit = audit
         self.image = image
         # Its run folder is named by vm.spec.vm_id, which differs from ``id`` for a VM that
@@ -143,6 +163,7 @@ class Sandbox:
         env = dict(item.split("=", 1) for item in config.env if "=" in item)
         env.setdefault("PATH", DEFAULT_PATH)
         env.setdefault("HOSTNAME", self.hostname)
+        env.update(guest_env(self.network))
         env.update(options.get("env") or {})
         return ExecRequest(
             argv=command if isinstance(command, list) else None,
@@ -221,6 +242,8 @@ class Runtime:
         self._fork_streams = SnapshotStore(settings.state_dir / "forks")
         # Opened by start(); pass ``audit.record`` wherever an AuditSink is wanted.
         self.audit = AuditChain(settings.audit_dir, key_file=settings.audit_key_file)
+        self.network: HostNetwork | None = None
+        self._hibernated_networks: dict[str, NetworkSpec] = {}
         self.templates: Templates | None = None
         self.incoming: IncomingPool | None = None
         self.cold_boots = 0
@@ -286,7 +309,12 @@ class Runtime:
             s.qemu_binary, self._boot, s.run_dir, s.state_dir / "accel.json", forced
         )
         log.info("accelerator %s: %s", self._caps.accel, self._caps.accel_reason)
-        self.incoming = IncomingPool(self._caps, self._boot, s.run_dir, size=s.restore_pool_size)
+        if s.network:
+            self.network = HostNetwork(s, self.audit.record)
+            await self.network.start()
+        self.incoming = IncomingPool(
+            self._caps, self._boot, s.run_dir, size=s.restore_pool_size, network=self.network
+        )
         if s.templates:
             self.templates = Templates(
                 s.template_dir / f"{s.templates_prefix}-{os.getpid()}-{secrets.token_hex(3)}",
@@ -296,6 +324,7 @@ class Runtime:
                 pool_size=s.template_pool_size,
                 budget_bytes=s.template_budget_bytes,
                 boot_timeout_s=s.boot_timeout_s,
+                network=self.network,
             )
             await asyncio.to_thread(self.templates.start)
 
@@ -312,12 +341,15 @@ class Runtime:
         vcpus: int = 1,
         mem_mib: int = 256,
         sandbox_id: str | None = None,
+        network: NetworkSpec | None = None,
         progress: Callable[[PullProgress], None] | None = None,
     ) -> Sandbox:
         """Pull ``image`` and boot a sandbox from it, named ``sandbox_id`` when given (a
-        backend that places sandboxes names them, so that its rows and the VMs share ids).
+        backend that places sandboxes names them, so that its rows and the VMs share ids),
+        with ``network``'s egress policy and secrets (default: no egress at all).
 
         Raises:
+            PolicyError: the egress policy does not compile (a ValueError).
             NoRoom: the vCPUs or memory asked for would exceed this node's capacity.
             DuplicateSandbox: ``sandbox_id`` is taken.
             ImageError: the reference is floating or invalid, or the pull failed.
@@ -325,6 +357,7 @@ class Runtime:
         """
         assert self._boot is not None, "Runtime.start() first"
         refuse_floating(image)
+        network = self._check_network(network)
         sandbox_id = sandbox_id or _new_id()
         self._reserve(sandbox_id, vcpus, mem_mib)
         try:
@@ -336,10 +369,13 @@ class Runtime:
                 vm = await self.templates.clone(key, sandbox_id=sandbox_id, hostname=sandbox_id)
             if vm is None:
                 vm = await self._boot_cold(sandbox_id, disk, vcpus, mem_mib)
+            await self._connect(vm, sandbox_id, network)
         except BaseException:
             self._held.pop(sandbox_id, None)
             raise
-        sandbox = Sandbox(sandbox_id, disk, vm, hostname=sandbox_id, audit=self.audit)
+        sandbox = Sandbox(
+            sandbox_id, disk, vm, hostname=sandbox_id, audit=self.audit, network=network
+        )
         self._sandboxes[sandbox_id] = sandbox
         self.audit.record(
             sandbox_id,
@@ -351,8 +387,14 @@ class Runtime:
     async def _boot_cold(
         self, sandbox_id: str, disk: ImageDisk, vcpus: int, mem_mib: int
     ) -> MicroVM:
-        spec = VMSpec(sandbox_id, vcpus=vcpus, mem_mib=mem_mib, disk=disk.disk_path)
-        vm = MicroVM(spec, self.caps, self.boot, self.settings.run_dir)
+        spec = VMSpec(
+            sandbox_id,
+            vcpus=vcpus,
+            mem_mib=mem_mib,
+            disk=disk.disk_path,
+            nic=self.network is not None,
+        )
+        vm = MicroVM(spec, self.caps, self.boot, self.settings.run_dir, self.network)
         await vm.start(timeout_s=self.settings.boot_timeout_s)
         try:
             # The identity round trip names the guest and proves its agent answers requests.
@@ -362,6 +404,62 @@ class Runtime:
             raise
         self.cold_boots += 1
         return vm
+
+    def _check_network(self, network: NetworkSpec | None) -> NetworkSpec:
+        """``network`` (or the default) if this node can give it; raises ValueError."""
+        network = network or NetworkSpec()
+        if self.network is None:
+            if network != NetworkSpec():
+                raise ValueError(
+                    "this node runs without a network (ISORUN_NETWORK=false): egress policies "
+                    "and secrets need one"
+                )
+            return network
+        self.network.compile(network.policy)
+        return network
+
+    async def _connect(self, vm: MicroVM, sandbox_id: str, network: NetworkSpec) -> None:
+        """Bind ``vm``'s slot to the sandbox and make the guest trust the CAs it needs; on a
+        failure ``vm`` is destroyed."""
+        if self.network is None:
+            return
+        try:
+            assert vm.slot is not None
+            await self.network.bind(vm.slot, sandbox_id, network)
+            await self._trust(vm, network)
+        except BaseException:
+            if vm.slot is not None:
+                self.network.unbind(vm.slot)
+            await vm.destroy()
+            raise
+
+    async def _trust(self, vm: MicroVM, network: NetworkSpec) -> None:
+        """Add the configured guest CAs, and the credential proxy's when the sandbox has
+        secrets (its transparent mode presents certificates from it), to the guest's trust
+        store: the Debian/Ubuntu/Alpine bundle file and the folder update-ca-certificates
+        reads, so tools that rebuild the bundle keep them."""
+        assert self.network is not None
+        pems = [path.read_bytes() for path in self.settings.guest_ca_files]
+        if network.secrets:
+            pems.append(self.network.ca.cert_pem)
+        if not pems:
+            return
+        extra = b"".join(pem if pem.endswith(b"\n") else pem + b"\n" for pem in pems)
+        await vm.channel.write_file(GUEST_CA_FILE, extra, parents=True)
+        await vm.channel.write_file(CA_BUNDLE, extra, append=True, parents=True)
+
+    async def set_policy(self, sandbox: Sandbox, policy: EgressPolicy) -> NetworkSpec:
+        """Change a running sandbox's egress policy; new connections and DNS answers follow
+        it at once, connections already open continue.
+
+        Raises:
+            PolicyError: the policy does not compile (nothing changed).
+            ValueError: this node runs without a network.
+        """
+        if self.network is None or sandbox.vm.slot is None:
+            raise ValueError("this node runs without a network (ISORUN_NETWORK=false)")
+        sandbox.network = await self.network.set_policy(sandbox.vm.slot, policy)
+        return sandbox.network
 
     def _reserve(self, sandbox_id: str, vcpus: int, mem_mib: int) -> None:
         if sandbox_id in self._held:
@@ -386,8 +484,15 @@ class Runtime:
         self.audit.record(sandbox.id, "sandbox.snapshot", fields)
         return meta
 
-    async def from_snapshot(self, snapshot_id: str, *, sandbox_id: str | None = None) -> Sandbox:
-        """A new sandbox continuing from a snapshot, with its own identity.
+    async def from_snapshot(
+        self,
+        snapshot_id: str,
+        *,
+        sandbox_id: str | None = None,
+        network: NetworkSpec | None = None,
+    ) -> Sandbox:
+        """A new sandbox continuing from a snapshot, with its own identity and ``network``
+        (snapshots keep no secrets: the caller passes the network again).
 
         Raises:
             SnapshotNotFound: no such snapshot here.
@@ -396,16 +501,22 @@ class Runtime:
             NoRoom, DuplicateSandbox: as for ``create``.
         """
         meta = self.snapshots.get(snapshot_id)
+        network = self._check_network(network)
         sandbox_id = sandbox_id or _new_id()
         sandbox = await self._restore(
-            meta, self.snapshots.state_path(snapshot_id), sandbox_id, hostname=sandbox_id
+            meta,
+            self.snapshots.state_path(snapshot_id),
+            sandbox_id,
+            hostname=sandbox_id,
+            network=network,
         )
         self._audit_create(sandbox, snapshot_id=snapshot_id)
         return sandbox
 
     async def fork(self, sandbox: Sandbox, count: int = 1) -> list[Sandbox]:
         """``count`` new sandboxes, each continuing from ``sandbox`` as it is now (its files,
-        its processes), each with fresh entropy, clock and identity. The source pauses for one
+        its processes, its network policy and secrets), each with fresh entropy, clock,
+        identity and a network slot of its own. The source pauses for one
         save and continues. All clones or none: a failure destroys those already made.
 
         Raises:
@@ -448,6 +559,7 @@ class Runtime:
                         clone_id,
                         hostname=clone_id,
                         target=target,
+                        network=sandbox.network,
                     )
                     for clone_id, target in zip(
                         (_new_id() for _ in range(count)), targets, strict=True
@@ -477,23 +589,32 @@ class Runtime:
             sandbox, self.hibernations, sandbox.id, "hibernation", keep_running=False
         )
         self.audit.record(sandbox.id, "sandbox.hibernate", {"size_bytes": meta.size_bytes})
+        self._hibernated_networks[sandbox.id] = sandbox.network
         await self.destroy(sandbox)
         self._refill(sandbox)
         return meta
 
-    async def resume(self, sandbox_id: str) -> Sandbox:
+    async def resume(self, sandbox_id: str, *, network: NetworkSpec | None = None) -> Sandbox:
         """Bring a hibernated sandbox back under its id and hostname, processes and files as
-        they were; also after a hostd restart. The hibernation is kept if the resume fails.
+        they were; also after a hostd restart. Its network is ``network`` if given, else the
+        one it hibernated with (kept in memory only: secrets are never written to disk; after
+        a restart the backend passes it again). The hibernation is kept if the resume fails.
 
         Raises:
             SnapshotNotFound: ``sandbox_id`` is not hibernated here.
             SnapshotError: the saved state is missing or corrupt, or this node changed.
         """
         meta = self.hibernations.get(sandbox_id)
+        network = self._check_network(network or self._hibernated_networks.get(sandbox_id))
         sandbox = await self._restore(
-            meta, self.hibernations.state_path(sandbox_id), sandbox_id, hostname=meta.hostname
+            meta,
+            self.hibernations.state_path(sandbox_id),
+            sandbox_id,
+            hostname=meta.hostname,
+            network=network,
         )
         self.hibernations.delete(sandbox_id)
+        self._hibernated_networks.pop(sandbox_id, None)
         self.audit.record(sandbox_id, "sandbox.resume", {})
         return sandbox
 
@@ -541,8 +662,14 @@ class Runtime:
         # RAM in memory-backend-ram named like every VM's (cmdline.py), whatever the saved
         # VM's backend was (a template clone's is a file).
         vcpus, mem_mib, disk = shape
-        spec = VMSpec(f"rs-{secrets.token_hex(6)}", vcpus=vcpus, mem_mib=mem_mib, disk=disk)
-        return MicroVM(spec, self.caps, self.boot, self.settings.run_dir)
+        spec = VMSpec(
+            f"rs-{secrets.token_hex(6)}",
+            vcpus=vcpus,
+            mem_mib=mem_mib,
+            disk=disk,
+            nic=self.network is not None,
+        )
+        return MicroVM(spec, self.caps, self.boot, self.settings.run_dir, self.network)
 
     def _refill(self, sandbox: Sandbox, *, later: bool = False) -> None:
         if self.incoming is not None:
@@ -556,6 +683,7 @@ class Runtime:
         sandbox_id: str,
         *,
         hostname: str,
+        network: NetworkSpec,
         target: MicroVM | None = None,
     ) -> Sandbox:
         """Restore ``state`` into ``target`` (from ``_target``; one is taken if None, and a
@@ -578,12 +706,15 @@ class Runtime:
             started = time.perf_counter()
             await vm.channel.identity(fresh_identity(hostname))
             vm.spans_ms["identity"] = (time.perf_counter() - started) * 1000
+            await self._connect(vm, sandbox_id, network)
         except BaseException:
             if target is not None:
                 await target.destroy()
             self._held.pop(sandbox_id, None)
             raise
-        sandbox = Sandbox(sandbox_id, meta.image, vm, hostname=hostname, audit=self.audit)
+        sandbox = Sandbox(
+            sandbox_id, meta.image, vm, hostname=hostname, audit=self.audit, network=network
+        )
         self._sandboxes[sandbox_id] = sandbox
         self._refill(sandbox, later=True)
         return sandbox
@@ -609,6 +740,8 @@ class Runtime:
     async def destroy(self, sandbox: Sandbox) -> None:
         if self._sandboxes.pop(sandbox.id, None) is not None:
             self.audit.record(sandbox.id, "sandbox.destroy", {})
+        if self.network is not None and sandbox.vm.slot is not None:
+            self.network.unbind(sandbox.vm.slot)
         try:
             await sandbox.vm.destroy()
         finally:
@@ -627,6 +760,8 @@ class Runtime:
             await self.templates.aclose()
         if self.incoming is not None:
             await self.incoming.aclose()
+        if self.network is not None:
+            await self.network.aclose()
         self.audit.close()
 
     def _audit_create(self, sandbox: Sandbox, **origin: str) -> None:

@@ -69,6 +69,7 @@ from isorun_hostd.images import ImageDisk
 from isorun_hostd.vm import BootFiles, BootTimeout, HostCapabilities, MicroVM, VMSpec
 from isorun_hostd.vm.cmdline import BOOT_HOSTNAME
 from isorun_hostd.vm.identity import fresh_identity
+from isorun_hostd.vm.machine import SlotSource
 from isorun_hostd.vm.state import VMState
 
 log = logging.getLogger(__name__)
@@ -158,8 +159,10 @@ class Templates:
         pool_size: int,
         budget_bytes: int,
         boot_timeout_s: float,
+        network: SlotSource | None = None,
     ) -> None:
         self.root = root
+        self.network = network
         self.caps = caps
         self.boot = boot
         self.run_dir = run_dir
@@ -247,7 +250,7 @@ class Templates:
                 if await self._restore(template, vm, hostname):
                     self.stats.pooled += 1
                     return vm
-            vm = MicroVM(self._clone_spec(template, sandbox_id), self.caps, self.boot, self.run_dir)
+            vm = self._vm(self._clone_spec(template, sandbox_id))
             if await self._restore(template, vm, hostname):
                 self.stats.spawned += 1
                 return vm
@@ -288,7 +291,11 @@ class Templates:
             mem_mib=key.mem_mib,
             disk=Path(key.disk),
             mem_path=template.mem,
+            nic=self.network is not None,
         )
+
+    def _vm(self, spec: VMSpec) -> MicroVM:
+        return MicroVM(spec, self.caps, self.boot, self.run_dir, self.network)
 
     # -- the warm pool -----------------------------------------------------------------------
 
@@ -305,12 +312,7 @@ class Templates:
             log.warning("low host memory: the pool of %s is not refilled", template.key.name)
             return
         for _ in range(max(0, missing)):
-            vm = MicroVM(
-                self._clone_spec(template, f"pool-{secrets.token_hex(6)}"),
-                self.caps,
-                self.boot,
-                self.run_dir,
-            )
+            vm = self._vm(self._clone_spec(template, f"pool-{secrets.token_hex(6)}"))
             task = asyncio.create_task(self._bg_prepare(template, vm), name=f"pool-{vm.spec.vm_id}")
             template.spawning[vm] = task
 
@@ -374,8 +376,9 @@ class Templates:
             disk=Path(key.disk),
             mem_path=partial / "mem",
             mem_shared=True,
+            nic=self.network is not None,
         )
-        vm = MicroVM(spec, self.caps, self.boot, self.run_dir)
+        vm = self._vm(spec)
         self._build_vms.add(vm)
         started = time.perf_counter()
         try:

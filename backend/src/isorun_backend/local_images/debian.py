@@ -1,10 +1,12 @@
 """Base images built from Debian packages with debootstrap, cached per machine.
 
 ```
-debian_python_rootfs(cache)   debootstrap minbase + python3 into <cache>/rootfs/ (about 40 s,
-                              once per machine; needs a Debian mirror, not Docker Hub)
+debian_python_rootfs(cache)   debootstrap minbase + python3, pip, curl and the CA bundle into
+                              <cache>/rootfs/ (about a minute, once per machine; needs a Debian
+                              mirror, not Docker Hub)
 python_image(cache)           that tree as a one-layer OCI layout tagged python:3.11-bookworm,
-                              with /usr/bin/python -> python3 (what Docker's python images have)
+                              with what Docker's python images have: /usr/bin/python and pip
+                              that installs into the system (no PEP 668 refusal)
 ```
 
 Cache: `$ISORUN_IMAGE_CACHE` or `~/.cache/isorun/images`. Each layout directory is named by a key
@@ -31,13 +33,18 @@ from pathlib import Path
 from isorun_backend.local_images import oci
 
 CACHE_ENV = "ISORUN_IMAGE_CACHE"
-DEBOOTSTRAP = ("debootstrap", "--variant=minbase", "--include=python3")
+DEBOOTSTRAP = (
+    "debootstrap",
+    "--variant=minbase",
+    "--include=python3,python3-pip,curl,ca-certificates",
+)
 DEBIAN_SUITE = "bookworm"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 DEBOOTSTRAP_TIMEOUT_S = 900
 PYTHON_IMAGE = "python:3.11-bookworm"
 ROOTFS_SKIP_CONTENTS = ("dev", "proc", "sys", "run")
 PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+PIP_CONF = "[global]\nbreak-system-packages = true\nroot-user-action = ignore\n"
 
 
 @dataclass(frozen=True)
@@ -114,7 +121,8 @@ def _remove_tree(path: Path) -> None:
 
 
 def debian_python_rootfs(cache: Path, log: Callable[[str], None] = print) -> Path:
-    """debootstrap minbase + python3, cleaned of apt caches; built once per machine.
+    """debootstrap minbase + python3, pip, curl and CA certificates, cleaned of apt caches;
+    built once per machine.
 
     Raises:
         RuntimeError: debootstrap failed (the tail of its log is in the message).
@@ -131,7 +139,7 @@ def debian_python_rootfs(cache: Path, log: Callable[[str], None] = print) -> Pat
     work = Path(tempfile.mkdtemp(prefix=".debootstrap-", dir=final.parent))
     log_path = final.parent / "debootstrap.log"
     try:
-        log(f"debootstrap {DEBIAN_SUITE} + python3 (about 40 s, once per machine) into {work}")
+        log(f"debootstrap {DEBIAN_SUITE} + python3 (about a minute, once per machine) into {work}")
         with open(log_path, "w") as out:
             result = subprocess.run(
                 [*DEBOOTSTRAP, DEBIAN_SUITE, str(work), DEBIAN_MIRROR],
@@ -173,7 +181,12 @@ def python_image(cache: Path | None = None, log: Callable[[str], None] = print) 
             if not (rootfs / "usr" / "bin" / "python").exists():
                 # `python` is what Docker's python images and the landing page's example run.
                 entries.append(oci.symlink("usr/bin/python", "python3"))
-                entries.sort(key=lambda entry: entry.name)
+            if not (rootfs / "usr" / "bin" / "pip").exists():
+                entries.append(oci.symlink("usr/bin/pip", "pip3"))
+            # Docker's python images install packages into their Python with plain `pip
+            # install`, as the landing page's examples do; Debian's would refuse (PEP 668).
+            entries.append(oci.file("etc/pip.conf", PIP_CONF))
+            entries.sort(key=lambda entry: entry.name)
             blob = oci.layer(entries)
             config = oci.image_config(
                 [blob.diff_id],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
 from collections.abc import Iterable
@@ -19,11 +20,13 @@ from pathlib import Path
 from isorun_hostd.net import nft
 from isorun_hostd.net.plan import (
     NS_VETH,
+    SLOT_DIR,
     TAP,
     TAP_MAC,
     TRANSIT_NETWORK,
     SlotPlan,
     claim_slot,
+    dead_claims,
     release_slot,
 )
 from isorun_hostd.net.spec import GUEST_PREFIX, HOST_ADDRESS
@@ -164,28 +167,35 @@ async def _remove(plan: SlotPlan) -> None:
         await run(["ip", "netns", "del", plan.netns])
 
 
-class HostNetwork:
-    """The host side every slot needs: forwarding on, the shared table, this hostd's proxy
-    ports let in. Several hostds may share a host; each adds and removes only its ports."""
-
-    def __init__(self, ports: nft.ProxyPorts) -> None:
-        self.ports = ports
-        self._started = False
-
-    async def start(self) -> None:
-        for key, value in HOST_SYSCTLS.items():
-            Path("/proc/sys", key).write_text(value)
+async def ensure_host_table(ports: nft.ProxyPorts) -> None:
+    """Forwarding on, the shared host table (made by the first hostd on this host, under a
+    lock so that two starting at once do not both make it) and ``ports`` let in."""
+    for key, value in HOST_SYSCTLS.items():
+        Path("/proc/sys", key).write_text(value)
+    SLOT_DIR.mkdir(parents=True, exist_ok=True)
+    with (SLOT_DIR.parent / "host.lock").open("w") as lock:
+        await asyncio.to_thread(fcntl.flock, lock, fcntl.LOCK_EX)
         try:
             await run(["nft", "list", "table", "inet", nft.HOST_TABLE])
         except NetworkError:
             await run(["nft", "-f", "-"], nft.host_ruleset())
-        await run(["nft", "-f", "-"], nft.proxy_port_elements("add", self.ports))
-        self._started = True
-        log.info("network: slots in %s, proxies on %s", TRANSIT_NETWORK, self.ports)
+    await run(["nft", "-f", "-"], nft.proxy_port_elements("add", ports))
+    log.info("network: slots in %s, proxies on %s", TRANSIT_NETWORK, ports)
 
-    async def aclose(self) -> None:
-        if not self._started:
-            return
-        self._started = False
+
+async def remove_proxy_ports(ports: nft.ProxyPorts) -> None:
+    """Stop letting slots reach ``ports``; the table stays for the other hostds."""
+    with contextlib.suppress(NetworkError):
+        await run(["nft", "-f", "-"], nft.proxy_port_elements("delete", ports))
+
+
+async def sweep_dead_claims(slot_dir: Path = SLOT_DIR) -> list[int]:
+    """Remove the namespaces and veths of slots whose claiming process is gone (a hostd that
+    was killed); their numbers."""
+    swept = []
+    for plan in dead_claims(slot_dir):
         with contextlib.suppress(NetworkError):
-            await run(["nft", "-f", "-"], nft.proxy_port_elements("delete", self.ports))
+            await _remove(plan)
+            release_slot(plan, slot_dir)
+            swept.append(plan.index)
+    return swept

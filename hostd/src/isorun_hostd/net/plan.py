@@ -105,6 +105,19 @@ def release_slot(plan: SlotPlan, slot_dir: Path = SLOT_DIR) -> None:
         (slot_dir / str(plan.index)).unlink()
 
 
+def dead_claims(slot_dir: Path = SLOT_DIR) -> list[SlotPlan]:
+    """Slots claimed by processes that are gone."""
+    if not slot_dir.is_dir():
+        return []
+    return [
+        SlotPlan(int(path.name))
+        for path in slot_dir.iterdir()
+        if path.name.isdigit()
+        and int(path.name) < SLOT_COUNT
+        and not _claimed_by_live_process(path)
+    ]
+
+
 def _claimed_by_live_process(path: Path) -> bool:
     try:
         pid = int(path.read_text() or "0")

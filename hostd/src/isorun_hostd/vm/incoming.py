@@ -34,7 +34,7 @@ from pathlib import Path
 from isorun_hostd.vm.bootfiles import BootFiles
 from isorun_hostd.vm.capabilities import HostCapabilities
 from isorun_hostd.vm.cmdline import VMSpec
-from isorun_hostd.vm.machine import MicroVM
+from isorun_hostd.vm.machine import MicroVM, SlotSource
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,17 @@ class IncomingPool:
         await pool.aclose()
     """
 
-    def __init__(self, caps: HostCapabilities, boot: BootFiles, run_dir: Path, *, size: int):
+    def __init__(
+        self,
+        caps: HostCapabilities,
+        boot: BootFiles,
+        run_dir: Path,
+        *,
+        size: int,
+        network: SlotSource | None = None,
+    ):
         self.caps = caps
+        self.network = network
         self.boot = boot
         self.run_dir = run_dir
         self.size = size
@@ -133,9 +142,13 @@ class IncomingPool:
         for _ in range(missing):
             vcpus, mem_mib, disk = shape
             spec = VMSpec(
-                f"pool-rs-{secrets.token_hex(6)}", vcpus=vcpus, mem_mib=mem_mib, disk=disk
+                f"pool-rs-{secrets.token_hex(6)}",
+                vcpus=vcpus,
+                mem_mib=mem_mib,
+                disk=disk,
+                nic=self.network is not None,
             )
-            vm = MicroVM(spec, self.caps, self.boot, self.run_dir)
+            vm = MicroVM(spec, self.caps, self.boot, self.run_dir, self.network)
             self._launching[vm] = asyncio.create_task(self._launch(vm), name=spec.vm_id)
 
     async def _launch(self, vm: MicroVM) -> None:
