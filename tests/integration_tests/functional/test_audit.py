@@ -1,6 +1,7 @@
 """The audit log end to end (issue 6, item 4): `isorun up` (real VMs), a sandbox made and run
 through the SDK, its entries read back with `client.audit.list` and `isorun audit show`, then
-the node's chain edited and cut on disk: `isorun audit verify` names the entry each time."""
+the node's chain edited and cut on disk: `isorun audit verify` names the entry each time. And at
+hostd level, the entries of every lifecycle step: snapshot, fork, hibernate, resume, restore."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 from isorun import Client, Sandbox
+from isorun_hostd.sandboxes import Runtime
 
 from tests.framework.isorun_up import Up, start_up
 
@@ -70,3 +72,34 @@ def test_entries_are_served_and_tampering_is_named(up: Up) -> None:
     assert removed.returncode == 1, removed.stdout + removed.stderr
     assert f"entry {start.seq}: removed" in removed.stdout
     chain.write_bytes(original)
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_every_lifecycle_step_is_an_entry(runtime: Runtime, python_ref: str) -> None:
+    sandbox = await runtime.create(python_ref)
+    snapshot = await runtime.snapshot(sandbox)
+    (clone,) = await runtime.fork(sandbox, 1)
+    await runtime.hibernate(sandbox)
+    resumed = await runtime.resume(sandbox.id)
+    restored = await runtime.from_snapshot(snapshot.snapshot_id)
+    for done in (resumed, clone, restored):
+        await runtime.destroy(done)
+    runtime.snapshots.delete(snapshot.snapshot_id)
+
+    def kinds(sandbox_id: str) -> list[str]:
+        return [entry.kind for entry in runtime.audit.entries(sandbox_id)]
+
+    assert kinds(sandbox.id) == [
+        "sandbox.create",
+        "sandbox.snapshot",
+        "sandbox.fork",
+        "sandbox.hibernate",
+        "sandbox.destroy",  # its VM: a hibernated sandbox holds none
+        "sandbox.resume",
+        "sandbox.destroy",
+    ]
+    (forked, _) = runtime.audit.entries(clone.id)
+    assert forked.fields["forked_from"] == sandbox.id
+    (from_snapshot, _) = runtime.audit.entries(restored.id)
+    assert from_snapshot.fields["snapshot_id"] == snapshot.snapshot_id
+    assert runtime.audit.verify().ok
