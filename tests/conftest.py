@@ -1,10 +1,10 @@
 """Fixtures for the end-to-end tests: a loopback registry with the fixture images, and one
 hostd runtime for the session that boots real microVMs (KVM if the probe allows, else TCG).
 
-Every test is checked for leaks: after it, no QEMU process, run folder entry, image cache file
-or template file may exist that did not exist before it, other than those of sandboxes still
-alive in fixtures that outlive the test and the session runtime's templates, warm pool and
-waiting restore targets (Runtime.pool_vms()).
+Every test is checked for leaks: after it, no QEMU process, run folder entry, image cache file,
+template file or network slot (namespace, veth, claim) may exist that did not exist before it,
+other than those of sandboxes still alive in fixtures that outlive the test and the session
+runtime's templates, warm pool and waiting restore targets (Runtime.pool_vms()).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from isorun_hostd.config import Settings
 from isorun_hostd.sandboxes import Runtime
 
 from tests.framework.registry import Registry, registry_with_fixtures
-from tests.host_tools.leaks import HostSnapshot, qemu_folders
+from tests.host_tools.leaks import HostSnapshot, qemu_folders, slot_names
 
 PYTHON_IMAGE = "python:3.11-bookworm"
 
@@ -65,6 +65,10 @@ def no_leaks(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Non
     named = qemu_folders({int(pid) for pid in qemus}, settings.run_dir)
     qemus.difference_update(pid for pid, folder in named.items() if folder in folders)
     leaked.get("run folder entries", set()).difference_update(folders)
+    vms = [s.vm for s in runtime.sandboxes] + runtime.pool_vms()
+    live_slots = slot_names({vm.slot.plan.index for vm in vms if vm.slot is not None})
+    for kind in ("network namespaces", "host veths", "network slot claims"):
+        leaked.get(kind, set()).difference_update(live_slots)
     # The runtime's own folder and its templates' files (a template's pool QEMUs are above).
     root, folders_kept = "", set()
     if runtime.templates is not None:

@@ -46,7 +46,9 @@ def wheel(project: str) -> tuple[str, bytes]:
     files = {
         f"{module}/__init__.py": f'FROM = "fake-internet"\n__version__ = "{WHEEL_VERSION}"\n',
         f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {project}\nVersion: {WHEEL_VERSION}\n",
-        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: fake\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        f"{dist}/WHEEL": (
+            "Wheel-Version: 1.0\nGenerator: fake\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+        ),
     }
     record = []
     buffer = io.BytesIO()

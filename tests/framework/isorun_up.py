@@ -57,16 +57,23 @@ class Up:
 
 
 @contextlib.contextmanager
-def start_up(data_dir: Path, *, key: str | None = None) -> Iterator[Up]:
-    """`isorun up --local-images` on ``data_dir``; ``key`` for a data dir that has one already
-    (only the first start of a data dir prints a key)."""
+def start_up(
+    data_dir: Path,
+    *,
+    key: str | None = None,
+    args: tuple[str, ...] = (),
+    env: dict[str, str] | None = None,
+) -> Iterator[Up]:
+    """`isorun up --local-images [args]` on ``data_dir``; ``key`` for a data dir that has one
+    already (only the first start of a data dir prints a key); ``env`` adds settings (the
+    embedded hostd's ``ISORUN_*`` too)."""
     port = free_port()
     stdout, stderr = data_dir / "up.out", data_dir / "up.err"
     ready = "ISORUN_API_URL=" if key else "ISORUN_API_KEY="
-    env = {**os.environ, "ISORUN_HOSTD_RUN_DIR": str(data_dir / "run")}
+    env = {**os.environ, **(env or {}), "ISORUN_HOSTD_RUN_DIR": str(data_dir / "run")}
     with open(stdout, "wb") as out, open(stderr, "wb") as err:
         process = subprocess.Popen(
-            [*CLI, "up", "--local-images", "--port", str(port), "--data-dir", str(data_dir)],
+            [*CLI, "up", "--local-images", "--port", str(port), "--data-dir", str(data_dir), *args],
             stdout=out,
             stderr=err,
             env=env,

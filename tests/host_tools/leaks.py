@@ -6,6 +6,48 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from isorun_hostd.net.plan import NETNS_DIR, SLOT_DIR, SlotPlan
+
+SYS_NET = Path("/sys/class/net")
+
+
+def network_slots() -> tuple[frozenset[str], frozenset[str], frozenset[str]]:
+    """Slot namespaces and host veths (every hostd's), and the slots this process claims: what
+    a sandbox's network leaves if its teardown fails. Other processes' slots come and go (tests
+    run beside other hostds), so a namespace or veth counts as leaked only when no live claim
+    of another process covers it."""
+    claims: set[int] = set()
+    foreign: set[int] = set()
+    for claim in SLOT_DIR.iterdir() if SLOT_DIR.is_dir() else ():
+        if not claim.name.isdigit():
+            continue
+        try:
+            pid = int(claim.read_text() or "0")
+        except (OSError, ValueError):
+            continue
+        (claims if pid == os.getpid() else foreign).add(int(claim.name))
+    netns = {
+        p.name
+        for p in (NETNS_DIR.iterdir() if NETNS_DIR.is_dir() else ())
+        if p.name.startswith("isorun-") and not _slot_in(p.name, "isorun-", foreign)
+    }
+    veths = {
+        p.name
+        for p in SYS_NET.iterdir()
+        if p.name.startswith("isr-") and not _slot_in(p.name, "isr-", foreign)
+    }
+    return frozenset(netns), frozenset(veths), frozenset(SlotPlan(i).netns for i in claims)
+
+
+def slot_names(indices: set[int]) -> set[str]:
+    """The namespace, veth and claim names of these slots (claims are listed by namespace)."""
+    return {name for i in indices for name in (SlotPlan(i).netns, SlotPlan(i).host_veth)}
+
+
+def _slot_in(name: str, prefix: str, indices: set[int]) -> bool:
+    number = name.removeprefix(prefix)
+    return number.isdigit() and int(number) in indices
+
 
 def qemu_folders(pids: set[int], run_dir: Path) -> dict[int, str]:
     """For each QEMU pid, the name of the run folder under ``run_dir`` its command line names."""
@@ -46,6 +88,9 @@ class HostSnapshot:
     run_entries: frozenset[str]
     image_files: frozenset[str]
     template_files: frozenset[str]
+    namespaces: frozenset[str]
+    veths: frozenset[str]
+    slot_claims: frozenset[str]
 
     @classmethod
     def take(
@@ -64,7 +109,7 @@ class HostSnapshot:
             for folder in template_dir.glob(f"{templates_prefix}-*")
             for p in [folder, *folder.rglob("*")]
         )
-        return cls(frozenset(qemu_pids(run_dir)), run, images, templates)
+        return cls(frozenset(qemu_pids(run_dir)), run, images, templates, *network_slots())
 
     def added_since(self, before: HostSnapshot) -> dict[str, set[str] | set[int]]:
         """What exists now that did not before, by kind; empty when nothing leaked."""
@@ -73,5 +118,8 @@ class HostSnapshot:
             "run folder entries": set(self.run_entries - before.run_entries),
             "image cache files": set(self.image_files - before.image_files),
             "template files": set(self.template_files - before.template_files),
+            "network namespaces": set(self.namespaces - before.namespaces),
+            "host veths": set(self.veths - before.veths),
+            "network slot claims": set(self.slot_claims - before.slot_claims),
         }
         return {kind: items for kind, items in added.items() if items}

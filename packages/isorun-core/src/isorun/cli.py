@@ -98,6 +98,12 @@ def _parser() -> argparse.ArgumentParser:
         default=os.environ.get(LOCAL_IMAGES_ENV, "") not in ("", "0"),
         help=f"serve short image names from images built here (default: ${LOCAL_IMAGES_ENV})",
     )
+    up.add_argument(
+        "--dns-upstream",
+        metavar="IP[:PORT]",
+        help="the resolver the sandboxes' DNS proxy asks (default: the host's, from "
+        "/etc/resolv.conf; same as $ISORUN_DNS_UPSTREAM)",
+    )
     up.set_defaults(handler=_up)
 
     keys = commands.add_parser("keys", help="API keys, straight from the database")
@@ -241,6 +247,9 @@ def _up(args: argparse.Namespace) -> int:
     # Until uvicorn takes the signals over (and after it hands them back, re-raising the one
     # it caught), SIGTERM unwinds like Ctrl-C so the registry and VMs are stopped by PID.
     signal.signal(signal.SIGTERM, _raise_stopped)
+    if args.dns_upstream:
+        # The embedded hostd reads its own settings from the environment.
+        os.environ["ISORUN_DNS_UPSTREAM"] = args.dns_upstream
     try:
         with contextlib.ExitStack() as stack:
             overrides: dict[str, Any] = {}
