@@ -19,9 +19,11 @@ What it does: sandboxes (create with idempotency keys, get, list with filters an
 keep-alive, delete), fork (clones copy the files), snapshots (save, list, get, delete, create
 from one, deleted with their sandbox unless kept), hibernate and resume (a call on a hibernated
 sandbox resumes it), exec (buffered and NDJSON-streamed) answered from scripted results, the
-process list of past execs, and a filesystem per sandbox in a dict, with the error codes the
-spec names. What it does not: run anything (an unscripted command exits 127 saying so), enforce
-quotas, resources or network policy, expire sandboxes, or keep file modes (stat says 0o644).
+process list of past execs, a filesystem per sandbox in a dict, and an audit log of those calls
+(its MACs are unkeyed digests; `break_audit` makes verify report a bad entry), with the error
+codes the spec names. What it does not: run anything (an unscripted command exits 127 saying
+so), enforce quotas, resources or network policy, expire sandboxes, or keep file modes (stat
+says 0o644).
 `fail_next` makes the next request answer with an error, to test retries and error handling.
 """
 
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import hashlib
 import itertools
 import json
 import posixpath
@@ -44,6 +47,7 @@ import httpx
 _SANDBOX_ROUTE = re.compile(r"/v1/sandboxes/(?P<id>[^/]+)(?P<rest>/.*)?")
 _SIGNAL_ROUTE = re.compile(r"/processes/(?P<pid>\d+)/signal")
 _SNAPSHOT_ROUTE = re.compile(r"/v1/snapshots/(?P<id>[^/]+)")
+_AUDIT_ROUTE = re.compile(r"/v1/sandboxes/(?P<id>[^/]+)/audit")
 # Calls that need a running sandbox and do not resume a hibernated one.
 _SAVES = {"/fork", "/snapshots"}
 
@@ -106,6 +110,8 @@ class FakeBackend(httpx.MockTransport):
         self._scripts: dict[str | tuple[str, ...], _Scripted] = {}
         self._failures: list[_Problem] = []
         self._pids = itertools.count(100)
+        self._audit: list[dict[str, Any]] = []
+        self._audit_finding: dict[str, Any] | None = None
 
     # --- test controls ---
 
@@ -125,6 +131,10 @@ class FakeBackend(httpx.MockTransport):
     def fail_next(self, status: int = 503, code: str = "unavailable", detail: str = "") -> None:
         """Make the next request (whichever it is) answer this problem; calls queue up."""
         self._failures.append(_Problem(status, code, detail or f"injected {code}"))
+
+    def break_audit(self, seq: int, reason: str = "altered") -> None:
+        """Make `GET /v1/audit/verify` report entry `seq` as bad, for `reason`."""
+        self._audit_finding = {"seq": seq, "reason": reason}
 
     @property
     def sandbox_ids(self) -> list[str]:
@@ -172,6 +182,8 @@ class FakeBackend(httpx.MockTransport):
             return self._create(request) if method == "POST" else self._list(request)
         if path.startswith("/v1/snapshots"):
             return self._snapshot_route(request)
+        if path == "/v1/audit/verify" or _AUDIT_ROUTE.fullmatch(path):
+            return self._audit_route(request)
         match = _SANDBOX_ROUTE.fullmatch(path)
         if match is None:
             raise _Problem(404, "not_found", f"no route {method} {path}")
@@ -244,6 +256,7 @@ class FakeBackend(httpx.MockTransport):
         self._sandboxes[info["id"]] = _FakeSandbox(info)
         if key:
             self._idempotency[key] = info["id"]
+        self._record(info["id"], "sandbox.create", {"image": info["image"]})
         return httpx.Response(201, json=info)
 
     def _restore(self, body: dict[str, Any], key: str | None) -> httpx.Response:
@@ -269,6 +282,7 @@ class FakeBackend(httpx.MockTransport):
         self._sandboxes[info["id"]] = sandbox
         if key:
             self._idempotency[key] = info["id"]
+        self._record(info["id"], "sandbox.create", {"snapshot_id": snapshot_id})
         return httpx.Response(201, json=info)
 
     def _fork(self, sandbox: _FakeSandbox, request: httpx.Request) -> httpx.Response:
@@ -285,7 +299,9 @@ class FakeBackend(httpx.MockTransport):
                 "forked_from": sandbox.info["id"],
             }
             self._sandboxes[info["id"]] = _FakeSandbox(info, dict(sandbox.files), set(sandbox.dirs))
+            self._record(info["id"], "sandbox.create", {"forked_from": sandbox.info["id"]})
             clones.append(info)
+        self._record(sandbox.info["id"], "sandbox.fork", {"clone_ids": [c["id"] for c in clones]})
         return httpx.Response(201, json={"data": clones, "next_cursor": None})
 
     def _snapshot(self, sandbox: _FakeSandbox, request: httpx.Request) -> httpx.Response:
@@ -305,16 +321,19 @@ class FakeBackend(httpx.MockTransport):
         }
         saved = _FakeSandbox(copy.deepcopy(info), dict(sandbox.files), set(sandbox.dirs))
         self._snapshots[snap["id"]] = (snap, saved)
+        self._record(info["id"], "sandbox.snapshot", {"snapshot_id": snap["id"]})
         return httpx.Response(201, json=snap)
 
     def _hibernate(self, sandbox: _FakeSandbox, _: httpx.Request) -> httpx.Response:
         if sandbox.info["state"] not in ("running", "hibernated"):
             raise _Problem(409, "sandbox_not_running", f"sandbox is {sandbox.info['state']}")
         self._set_hibernated(sandbox, hibernated=True)
+        self._record(sandbox.info["id"], "sandbox.hibernate", {})
         return httpx.Response(200, json=sandbox.info)
 
     def _resume(self, sandbox: _FakeSandbox, _: httpx.Request) -> httpx.Response:
         self._set_hibernated(sandbox, hibernated=False)
+        self._record(sandbox.info["id"], "sandbox.resume", {})
         return httpx.Response(200, json=sandbox.info)
 
     @staticmethod
@@ -363,6 +382,7 @@ class FakeBackend(httpx.MockTransport):
 
     def _delete(self, sandbox: _FakeSandbox, _: httpx.Request) -> httpx.Response:
         del self._sandboxes[sandbox.info["id"]]
+        self._record(sandbox.info["id"], "sandbox.destroy", {})
         for snapshot_id, (snap, _saved) in list(self._snapshots.items()):
             if snap["sandbox_id"] == sandbox.info["id"] and not snap["keep"]:
                 del self._snapshots[snapshot_id]
@@ -373,6 +393,40 @@ class FakeBackend(httpx.MockTransport):
         expires = datetime.now(UTC) + timedelta(seconds=timeout_s)
         sandbox.info["expires_at"] = expires.isoformat()
         return httpx.Response(200, json=sandbox.info)
+
+    # --- audit ---
+
+    def _record(self, sandbox_id: str, kind: str, fields: dict[str, Any]) -> None:
+        body = {
+            "seq": len(self._audit) + 1,
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "sandbox_id": sandbox_id,
+            "kind": kind,
+            "fields": fields,
+            "prev_mac": self._audit[-1]["mac"] if self._audit else "0" * 64,
+        }
+        digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        self._audit.append({**body, "mac": digest})
+
+    def _audit_route(self, request: httpx.Request) -> httpx.Response:
+        match = _AUDIT_ROUTE.fullmatch(request.url.path)
+        if request.method != "GET":
+            raise _Problem(404, "not_found", f"no route {request.method} {request.url.path}")
+        if match is None:
+            bad = self._audit_finding
+            checked = bad["seq"] - 1 if bad else len(self._audit)
+            node = {"node": "fake", "ok": bad is None, "checked": checked, "first_bad": bad}
+            return httpx.Response(200, json={"ok": bad is None, "nodes": [node]})
+        # Deleted sandboxes' entries are served too: the log outlives them.
+        entries = [e for e in self._audit if e["sandbox_id"] == match["id"]]
+        if not entries:
+            raise _Problem(404, "sandbox_not_found", f"no sandbox {match['id']}")
+        params = request.url.params
+        after, limit = int(params.get("cursor", 0)), int(params.get("limit", 50))
+        page = [e for e in entries if e["seq"] > after][:limit]
+        more = page and page[-1]["seq"] < entries[-1]["seq"]
+        cursor = str(page[-1]["seq"]) if more else None
+        return httpx.Response(200, json={"data": page, "next_cursor": cursor})
 
     # --- processes ---
 
@@ -403,6 +457,8 @@ class FakeBackend(httpx.MockTransport):
             "timed_out": script.timed_out,
             "duration_ms": 1,
         }
+        self._record(call.sandbox_id, "exec.start", {"pid": pid, "command": call.command})
+        self._record(call.sandbox_id, "exec.end", {"pid": pid, **end})
         if request.headers.get("Accept") == "application/x-ndjson":
             # One body of lines (not a sync iterator, which async clients cannot read).
             return httpx.Response(200, content=b"".join(_ndjson(pid, script, end)))
