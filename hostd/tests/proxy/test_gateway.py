@@ -181,6 +181,26 @@ async def test_sse_streams_each_event_as_it_arrives(world: World) -> None:
     assert first_at < world.upstream.sse_last_sent_at
 
 
+async def test_expect_100_continue_is_answered_by_the_gateway(world: World) -> None:
+    sandbox(world, set(), world.secret())
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", world.gateway.http_port, local_addr=(GUEST, 0)
+    )
+    writer.write(
+        b"POST /s/OPENAI_API_KEY/files HTTP/1.1\r\nHost: 10.0.0.1\r\n"
+        b"Content-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n"
+    )
+    async with asyncio.timeout(5):
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 100 ")
+        writer.write(b"hello")
+        answer = await reader.read()
+    writer.close()
+    assert answer.startswith(b"HTTP/1.1 200 ")
+    [seen] = world.upstream.seen
+    assert seen.body == b"hello"
+    assert "expect" not in seen.headers
+
+
 @pytest.mark.parametrize(
     ("path", "status"),
     [
@@ -373,6 +393,7 @@ async def test_plain_http_to_a_disallowed_host_is_a_403(world: World) -> None:
         (b"CONNECT web.test:443 HTTP/1.1\r\nHost: web.test\r\n\r\n", 400),
         (b"GET / HTTP/1.1\r\nHost: we b.test\r\n\r\n", 400),
         (b"GET / HTTP/1.0\r\n\r\n", 400),
+        (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400),
         (b"\x16\x03\x01\x02\x00garbage\r\n\r\n", 400),
     ],
 )
