@@ -14,7 +14,8 @@ BootTimeout                        504     vm
 StateError                         409     vm_state     (the VM cannot be saved in its state)
 SnapshotError                      500     snapshot     (a save or restore failed)
 VMError                            500     vm
-ValueError (request too large)     400     invalid_request
+NetworkError                       500     network      (nft or ip refused a sandbox's network)
+ValueError (bad request, PolicyError)  400 invalid_request
 ```
 """
 
@@ -26,6 +27,7 @@ from fastapi.responses import JSONResponse
 from isorun_hostd.agent_channel import AgentError, ChannelError
 from isorun_hostd.api.models import NodeProblem
 from isorun_hostd.images import ImageError
+from isorun_hostd.net.apply import NetworkError
 from isorun_hostd.sandboxes import DuplicateSandbox, NoRoom
 from isorun_hostd.snapshots import SnapshotNotFound
 from isorun_hostd.vm import VMError
@@ -56,6 +58,7 @@ _STATUS: list[tuple[type[Exception], int, str]] = [
     (StateError, 409, "vm_state"),
     (SnapshotError, 500, "snapshot"),
     (VMError, 500, "vm"),
+    (NetworkError, 500, "network"),
     (ValueError, 400, "invalid_request"),
 ]
 HANDLED = tuple(cls for cls, _, _ in _STATUS)

@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from isorun_hostd.net.spec import EgressPolicy, NetworkSpec
+
 MAX_SANDBOX_ID_CHARS = 32
 # Ids name run folders and socket paths, so they are kept to a safe alphabet.
 SANDBOX_ID_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
@@ -37,6 +39,7 @@ class NodeSandboxCreate(_Request):
     image_ref: str
     vcpus: int = Field(ge=1)
     mem_mib: int = Field(ge=1)
+    network: NetworkSpec | None = Field(default=None, description="null: no egress at all")
 
 
 class NodeSandbox(BaseModel):
@@ -105,9 +108,68 @@ class NodeSnapshotCreate(_Request):
 
 
 class NodeRestore(_Request):
-    """POST /snapshots/{snapshot_id}/restore: the new sandbox's id, chosen by the backend."""
+    """POST /snapshots/{snapshot_id}/restore: the new sandbox's id, chosen by the backend, and
+    its network (snapshots keep no secrets, so the backend sends them again)."""
 
     id: str = Field(max_length=MAX_SANDBOX_ID_CHARS, pattern=SANDBOX_ID_PATTERN)
+    network: NetworkSpec | None = None
+
+
+class NodeResume(_Request):
+    """POST /sandboxes/{id}/resume: the sandbox's network, which a restarted node no longer
+    knows; null: the one it hibernated with, if this node process still holds it."""
+
+    network: NetworkSpec | None = None
+
+
+class NodeSecret(BaseModel):
+    """A secret as the node shows it: where it goes, never its value."""
+
+    name: str
+    upstream: str
+    header_name: str
+    base_url_env: str | None
+
+
+class NodeNetwork(BaseModel):
+    """GET /sandboxes/{id}/network: the policy enforced now, the secrets the proxy injects and
+    the packets the namespace refused (``dropped``, ``spoofed``; null on a node without a
+    network)."""
+
+    policy: EgressPolicy
+    secrets: list[NodeSecret]
+    drops: dict[str, int] | None
+
+    @classmethod
+    def from_spec(cls, spec: NetworkSpec, drops: dict[str, int] | None) -> NodeNetwork:
+        secrets = [
+            NodeSecret(
+                name=secret.name,
+                upstream=str(secret.upstream),
+                header_name=secret.header_name,
+                base_url_env=secret.base_url_env,
+            )
+            for secret in spec.secrets
+        ]
+        return cls(policy=spec.policy, secrets=secrets, drops=drops)
+
+
+def network_json(spec: NetworkSpec) -> dict[str, Any]:
+    """``spec`` as JSON with the secrets' values in clear, which pydantic masks: only for the
+    backend's requests to a node (token-authenticated) and the backend's own store."""
+    body = spec.model_dump(mode="json")
+    for secret, out in zip(spec.secrets, body["secrets"], strict=True):
+        out["value"] = secret.value.get_secret_value()
+    return body
+
+
+def request_json(body: BaseModel) -> dict[str, Any]:
+    """A request model as JSON, its ``network`` (if any) with the secrets' values in clear."""
+    out = body.model_dump(mode="json", exclude_none=True)
+    network = getattr(body, "network", None)
+    if isinstance(network, NetworkSpec):
+        out["network"] = network_json(network)
+    return out
 
 
 class NodeSnapshot(BaseModel):

@@ -3,8 +3,17 @@
 from fastapi import APIRouter, Depends
 
 from isorun_hostd.api.deps import require_token
-from isorun_hostd.api.routes import audit, exec, files, node, processes, sandboxes, snapshots
+from isorun_hostd.api.routes import (
+    audit,
+    exec,
+    files,
+    network,
+    node,
+    processes,
+    sandboxes,
+    snapshots,
+)
 
 router = APIRouter(prefix="/node/v1", dependencies=[Depends(require_token)])
-for module in (node, sandboxes, snapshots, exec, processes, files, audit):
+for module in (node, sandboxes, snapshots, network, exec, processes, files, audit):
     router.include_router(module.router)

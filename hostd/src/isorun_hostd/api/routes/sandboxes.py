@@ -18,7 +18,13 @@ async def create(body: NodeSandboxCreate, runtime: RuntimeDep) -> NodeSandbox:
     # Shielded: a backend that gives up mid-boot must not leave a half-made VM; the finished
     # one is then an orphan that the backend's reconciliation destroys.
     sandbox = await asyncio.shield(
-        runtime.create(body.image_ref, vcpus=body.vcpus, mem_mib=body.mem_mib, sandbox_id=body.id)
+        runtime.create(
+            body.image_ref,
+            vcpus=body.vcpus,
+            mem_mib=body.mem_mib,
+            sandbox_id=body.id,
+            network=body.network,
+        )
     )
     return public(sandbox)
 

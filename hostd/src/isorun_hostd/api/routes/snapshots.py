@@ -5,9 +5,9 @@ POST   /sandboxes/{id}/fork {"count"}          save once ─► count clones (id
 POST   /sandboxes/{id}/snapshots {"id"}        save under the backend's snapshot id
 GET    /snapshots                              the named snapshots on this node
 DELETE /snapshots/{id}                         absent is fine (204 either way)
-POST   /snapshots/{id}/restore {"id"}          a new sandbox from it, under the backend's id
+POST   /snapshots/{id}/restore {"id", "network"}  a new sandbox from it, under the backend's id
 POST   /sandboxes/{id}/hibernate               save ─► destroy the VM; state kept on disk
-POST   /sandboxes/{id}/resume                  the same id back from its hibernation
+POST   /sandboxes/{id}/resume {"network"}?     the same id back from its hibernation
 DELETE /hibernations/{id}                      forget a hibernated sandbox's state
 ```
 Every save and restore is shielded: a backend that gives up midway must not leave a half-made
@@ -24,6 +24,7 @@ from isorun_hostd.api.deps import RuntimeDep, SandboxDep
 from isorun_hostd.api.models import (
     NodeFork,
     NodeRestore,
+    NodeResume,
     NodeSandbox,
     NodeSandboxList,
     NodeSnapshot,
@@ -71,7 +72,9 @@ async def delete(snapshot_id: str, runtime: RuntimeDep) -> None:
     "/snapshots/{snapshot_id}/restore", name="restore", status_code=status.HTTP_201_CREATED
 )
 async def restore(snapshot_id: str, body: NodeRestore, runtime: RuntimeDep) -> NodeSandbox:
-    sandbox = await asyncio.shield(runtime.from_snapshot(snapshot_id, sandbox_id=body.id))
+    sandbox = await asyncio.shield(
+        runtime.from_snapshot(snapshot_id, sandbox_id=body.id, network=body.network)
+    )
     return public(sandbox)
 
 
@@ -82,8 +85,11 @@ async def hibernate(sandbox: SandboxDep, runtime: RuntimeDep) -> NodeSnapshot:
 
 
 @router.post("/sandboxes/{sandbox_id}/resume", name="resume")
-async def resume(sandbox_id: str, runtime: RuntimeDep) -> NodeSandbox:
-    sandbox = await asyncio.shield(runtime.resume(sandbox_id))
+async def resume(
+    sandbox_id: str, runtime: RuntimeDep, body: NodeResume | None = None
+) -> NodeSandbox:
+    network = body.network if body is not None else None
+    sandbox = await asyncio.shield(runtime.resume(sandbox_id, network=network))
     return public(sandbox)
 
 
