@@ -37,6 +37,8 @@ from isorun_hostd.proxy.dns import (
 )
 
 LOOPBACK = "127.0.0.1"
+# Well above the proxy's upstream timeout, so a SERVFAIL arrives before the client gives up.
+CLIENT_TIMEOUT_S = 5.0
 SANDBOX_A = "127.0.0.2"  # locked-down plus a few example names
 SANDBOX_OPEN = "127.0.0.3"  # unrestricted
 STRANGER = "127.0.0.9"  # no sandbox
@@ -68,6 +70,7 @@ class FakeUpstream:
 
     def __init__(self) -> None:
         self.asked: list[str] = []
+        self.queries: list[dns.message.Message] = []
         self.port = 0
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp: asyncio.Server | None = None
@@ -100,6 +103,7 @@ class FakeUpstream:
 
     def respond(self, wire: bytes, *, tcp: bool) -> bytes | None:
         query = dns.message.from_wire(wire)
+        self.queries.append(query)
         question = query.question[0]
         name = question.name.to_text().lower()
         self.asked.append(name.rstrip("."))
@@ -196,7 +200,7 @@ async def proxy(upstream: FakeUpstream, hostd: Recorder) -> AsyncIterator[DnsPro
         host=LOOPBACK,
         port=0,
         audit=hostd.sink,
-        upstream_timeout_s=0.5,
+        upstream_timeout_s=1.5,
     )
     await server.start()
     yield server
@@ -214,8 +218,10 @@ async def ask(
 ) -> dns.message.Message:
     query = dns.message.make_query(name, rdtype, use_edns=0 if edns else False)
     if tcp:
-        return await dns.asyncquery.tcp(query, LOOPBACK, 2.0, proxy.port, source=source)
-    return await dns.asyncquery.udp(query, LOOPBACK, 2.0, proxy.port, source=source)
+        return await dns.asyncquery.tcp(
+            query, LOOPBACK, CLIENT_TIMEOUT_S, proxy.port, source=source
+        )
+    return await dns.asyncquery.udp(query, LOOPBACK, CLIENT_TIMEOUT_S, proxy.port, source=source)
 
 
 def a_records(response: dns.message.Message) -> list[str]:
@@ -324,6 +330,37 @@ async def test_cname_loop_answers_without_addresses(proxy: DnsProxy, hostd: Reco
     assert hostd.admitted == []
 
 
+async def test_upstream_gets_a_fresh_query_not_the_guests(
+    proxy: DnsProxy, upstream: FakeUpstream
+) -> None:
+    query = dns.message.make_query(
+        "api.example.com",
+        "A",
+        use_edns=0,
+        options=[
+            dns.edns.ECSOption("198.51.100.0", 24),
+            dns.edns.GenericOption(dns.edns.OptionType.NSID, b""),
+        ],
+    )
+    query.flags &= ~dns.flags.RD
+    response = await dns.asyncquery.udp(
+        query, LOOPBACK, CLIENT_TIMEOUT_S, proxy.port, source=SANDBOX_A
+    )
+    assert a_records(response) == ["203.0.113.10"]
+    [sent] = upstream.queries
+    assert sent.options == ()
+    assert sent.flags & dns.flags.RD
+    assert sent.question == query.question
+
+
+async def test_policy_is_looked_up_per_query(proxy: DnsProxy, hostd: Recorder) -> None:
+    assert (await ask(proxy, "api.example.com")).rcode() == dns.rcode.NOERROR
+    hostd.add(SANDBOX_A, "sb-a", EgressPolicy())
+    assert (await ask(proxy, "api.example.com")).rcode() == dns.rcode.NXDOMAIN
+    del hostd.peers[SANDBOX_A]
+    assert (await ask(proxy, "api.example.com")).rcode() == dns.rcode.REFUSED
+
+
 # -- denied, refused, AAAA -----------------------------------------------------------------
 
 
@@ -376,13 +413,17 @@ async def test_other_types_are_refused(
 
 async def test_non_in_class_and_two_questions_are_refused(proxy: DnsProxy) -> None:
     chaos = dns.message.make_query("version.bind", "TXT", "CH")
-    response = await dns.asyncquery.udp(chaos, LOOPBACK, 2.0, proxy.port, source=SANDBOX_A)
+    response = await dns.asyncquery.udp(
+        chaos, LOOPBACK, CLIENT_TIMEOUT_S, proxy.port, source=SANDBOX_A
+    )
     assert response.rcode() == dns.rcode.REFUSED
     double = dns.message.make_query("api.example.com", "A")
     double.question.append(
         dns.rrset.RRset(double.question[0].name, dns.rdataclass.IN, dns.rdatatype.AAAA)
     )
-    response = await dns.asyncquery.udp(double, LOOPBACK, 2.0, proxy.port, source=SANDBOX_A)
+    response = await dns.asyncquery.udp(
+        double, LOOPBACK, CLIENT_TIMEOUT_S, proxy.port, source=SANDBOX_A
+    )
     assert response.rcode() == dns.rcode.FORMERR
 
 
@@ -501,7 +542,10 @@ async def test_in_flight_queries_are_capped_per_sandbox(
     await proxy.start()
     try:
         slow = [asyncio.create_task(ask(proxy, "slow.example.com")) for _ in range(2)]
-        await asyncio.sleep(0.2)
+        for _ in range(100):
+            if upstream.asked.count("slow.example.com") == 2:
+                break
+            await asyncio.sleep(0.01)
         over = await ask(proxy, "api.example.com")
         assert over.rcode() == dns.rcode.SERVFAIL
         other = await ask(proxy, "open.example.org", source=SANDBOX_OPEN)
@@ -546,3 +590,27 @@ def test_upstream_from_resolv_conf_and_settings(tmp_path: Path) -> None:
         Upstream.from_resolv_conf(tmp_path / "missing")
     settings = Settings(dns_upstream="198.51.100.53:53")
     assert Upstream.from_settings(settings) == Upstream("198.51.100.53")
+
+
+async def test_aclose_ends_pending_queries_and_open_connections(
+    upstream: FakeUpstream, hostd: Recorder
+) -> None:
+    proxy = DnsProxy(
+        hostd.lookup,
+        Upstream(LOOPBACK, upstream.port),
+        host=LOOPBACK,
+        port=0,
+        upstream_timeout_s=60,
+    )
+    await proxy.start()
+    pending = asyncio.create_task(ask(proxy, "slow.example.com"))
+    _, writer = await asyncio.open_connection(LOOPBACK, proxy.port, local_addr=(SANDBOX_A, 0))
+    for _ in range(100):
+        if upstream.asked:
+            break
+        await asyncio.sleep(0.01)
+    # aclose cancels the query waiting on the upstream instead of waiting out its timeout.
+    await asyncio.wait_for(proxy.aclose(), CLIENT_TIMEOUT_S)
+    writer.close()
+    pending.cancel()
+    await asyncio.gather(pending, return_exceptions=True)
