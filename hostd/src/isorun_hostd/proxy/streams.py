@@ -109,8 +109,10 @@ class TlsStream:
         await self._flush()
 
     async def aclose(self) -> None:
-        with contextlib.suppress(ssl.SSLError, OSError):
+        # unwrap queues our close_notify, then wants the guest's, which is not waited for.
+        with contextlib.suppress(ssl.SSLError):
             self._tls.unwrap()
+        with contextlib.suppress(OSError):
             await self._flush()
         await self._tcp.aclose()
 
