@@ -28,6 +28,7 @@ from isorun_hostd.net.peers import Peer
 from isorun_hostd.net.policy import CompiledPolicy
 from isorun_hostd.net.spec import EgressPolicy
 from isorun_hostd.proxy.dns import (
+    MAX_INFLIGHT_PER_PEER,
     MAX_TTL_S,
     MIN_TTL_S,
     DnsConfigError,
@@ -192,19 +193,46 @@ def hostd() -> Recorder:
     return recorder
 
 
+StartProxy = Callable[..., Awaitable[DnsProxy]]
+
+
 @pytest.fixture
-async def proxy(upstream: FakeUpstream, hostd: Recorder) -> AsyncIterator[DnsProxy]:
-    server = DnsProxy(
-        hostd.lookup,
-        Upstream(LOOPBACK, upstream.port),
-        host=LOOPBACK,
-        port=0,
-        audit=hostd.sink,
-        upstream_timeout_s=1.5,
-    )
-    await server.start()
-    yield server
-    await server.aclose()
+async def start_proxy(upstream: FakeUpstream, hostd: Recorder) -> AsyncIterator[StartProxy]:
+    """Starts DNS proxies on loopback, asking ``upstream``; stops them after the test."""
+    started: list[DnsProxy] = []
+
+    async def start(
+        upstream_timeout_s: float = 1.5, max_inflight_per_peer: int = MAX_INFLIGHT_PER_PEER
+    ) -> DnsProxy:
+        server = DnsProxy(
+            hostd.lookup,
+            Upstream(LOOPBACK, upstream.port),
+            host=LOOPBACK,
+            port=0,
+            audit=hostd.sink,
+            upstream_timeout_s=upstream_timeout_s,
+            max_inflight_per_peer=max_inflight_per_peer,
+        )
+        await server.start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        await server.aclose()
+
+
+@pytest.fixture
+async def proxy(start_proxy: StartProxy) -> DnsProxy:
+    return await start_proxy()
+
+
+async def until_asked(upstream: FakeUpstream, name: str, count: int) -> None:
+    """Waits for the upstream to have been asked ``name`` ``count`` times (or gives up)."""
+    for _ in range(500):
+        if upstream.asked.count(name) >= count:
+            return
+        await asyncio.sleep(0.01)
 
 
 async def ask(
@@ -529,32 +557,18 @@ async def test_many_concurrent_queries_from_two_sandboxes(proxy: DnsProxy) -> No
 
 
 async def test_in_flight_queries_are_capped_per_sandbox(
-    upstream: FakeUpstream, hostd: Recorder
+    start_proxy: StartProxy, upstream: FakeUpstream
 ) -> None:
-    proxy = DnsProxy(
-        hostd.lookup,
-        Upstream(LOOPBACK, upstream.port),
-        host=LOOPBACK,
-        port=0,
-        upstream_timeout_s=1.0,
-        max_inflight_per_peer=2,
-    )
-    await proxy.start()
-    try:
-        slow = [asyncio.create_task(ask(proxy, "slow.example.com")) for _ in range(2)]
-        for _ in range(100):
-            if upstream.asked.count("slow.example.com") == 2:
-                break
-            await asyncio.sleep(0.01)
-        over = await ask(proxy, "api.example.com")
-        assert over.rcode() == dns.rcode.SERVFAIL
-        other = await ask(proxy, "open.example.org", source=SANDBOX_OPEN)
-        assert other.rcode() == dns.rcode.NOERROR
-        assert [r.rcode() for r in await asyncio.gather(*slow)] == [dns.rcode.SERVFAIL] * 2
-        assert a_records(await ask(proxy, "api.example.com")) == ["203.0.113.10"]
-        assert proxy.counters.overloaded == 1
-    finally:
-        await proxy.aclose()
+    proxy = await start_proxy(upstream_timeout_s=1.0, max_inflight_per_peer=2)
+    slow = [asyncio.create_task(ask(proxy, "slow.example.com")) for _ in range(2)]
+    await until_asked(upstream, "slow.example.com", 2)
+    over = await ask(proxy, "api.example.com")
+    assert over.rcode() == dns.rcode.SERVFAIL
+    other = await ask(proxy, "open.example.org", source=SANDBOX_OPEN)
+    assert other.rcode() == dns.rcode.NOERROR
+    assert [r.rcode() for r in await asyncio.gather(*slow)] == [dns.rcode.SERVFAIL] * 2
+    assert a_records(await ask(proxy, "api.example.com")) == ["203.0.113.10"]
+    assert proxy.counters.overloaded == 1
 
 
 # -- the upstream setting ------------------------------------------------------------------
@@ -593,22 +607,12 @@ def test_upstream_from_resolv_conf_and_settings(tmp_path: Path) -> None:
 
 
 async def test_aclose_ends_pending_queries_and_open_connections(
-    upstream: FakeUpstream, hostd: Recorder
+    start_proxy: StartProxy, upstream: FakeUpstream
 ) -> None:
-    proxy = DnsProxy(
-        hostd.lookup,
-        Upstream(LOOPBACK, upstream.port),
-        host=LOOPBACK,
-        port=0,
-        upstream_timeout_s=60,
-    )
-    await proxy.start()
+    proxy = await start_proxy(upstream_timeout_s=60)
     pending = asyncio.create_task(ask(proxy, "slow.example.com"))
     _, writer = await asyncio.open_connection(LOOPBACK, proxy.port, local_addr=(SANDBOX_A, 0))
-    for _ in range(100):
-        if upstream.asked:
-            break
-        await asyncio.sleep(0.01)
+    await until_asked(upstream, "slow.example.com", 1)
     # aclose cancels the query waiting on the upstream instead of waiting out its timeout.
     await asyncio.wait_for(proxy.aclose(), CLIENT_TIMEOUT_S)
     writer.close()
