@@ -176,21 +176,22 @@ class Sandbox:
         )
 
     async def exec(self, command: list[str] | str, **options: Unpack[ExecOptions]) -> Process:
-        """Start a process: an argv list, or a string for ``/bin/sh -c``. Its start and its end
-        (if a reader sees it) are audit entries; the caller's env values are not."""
+        """Start a process: an argv list, or a string for ``/bin/sh -c``. Its start (or the
+        guest's refusal) and its end (if a reader sees it) are audit entries; the caller's env
+        values are not."""
         request = self.exec_request(command, **options)
-        process = await self.channel.exec(request)
-        self.audit.record(
-            self.id,
-            "exec.start",
-            {
-                "pid": process.pid,
-                "command": request.argv if request.argv is not None else request.shell,
-                "cwd": request.cwd,
-                "user": request.user,
-                "env_names": sorted(options.get("env") or {}),
-            },
-        )
+        fields: dict[str, object] = {
+            "command": request.argv if request.argv is not None else request.shell,
+            "cwd": request.cwd,
+            "user": request.user,
+            "env_names": sorted(options.get("env") or {}),
+        }
+        try:
+            process = await self.channel.exec(request)
+        except AgentError as exc:
+            self.audit.record(self.id, "exec.refused", {**fields, "error": exc.code})
+            raise
+        self.audit.record(self.id, "exec.start", {"pid": process.pid, **fields})
 
         def ended(end: ExecEnd) -> None:
             self.audit.record(self.id, "exec.end", {"pid": process.pid, **end.model_dump()})
