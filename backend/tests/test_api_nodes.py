@@ -182,6 +182,14 @@ async def test_placement_exec_and_files_through_remote_nodes(
             deleted = await client.delete(f"/v1/sandboxes/{sandbox_id}", headers=auth(key))
             assert deleted.status_code == 204
         assert a.sandbox_ids() == b.sandbox_ids() == set()
+
+        # The audit log lives on each node: served through node-b, also after the delete.
+        audit = await client.get(f"/v1/sandboxes/{second}/audit", headers=auth(key))
+        kinds = [entry["kind"] for entry in audit.json()["data"]]
+        assert (kinds[0], kinds[-1]) == ("sandbox.create", "sandbox.destroy")
+        assert (kinds.count("exec.end"), kinds.count("exec.refused")) == (2, 1)  # /nope
+        report = (await client.get("/v1/audit/verify", headers=auth(key))).json()
+        assert report["ok"] and [n["node"] for n in report["nodes"]] == ["node-a", "node-b"]
     assert not a.wait_no_qemu() and not b.wait_no_qemu()
 
 
