@@ -141,7 +141,7 @@ async def _run(args: argparse.Namespace, settings: Settings) -> int:
             out.write(chunk.data)
             out.flush()
         end = await process.wait()
-    except (ImageError, VMError, ChannelError, ValueError) as exc:
+    except (ImageError, VMError, ChannelError, AuditError, ValueError) as exc:
         return _fail(str(exc))
     finally:
         await runtime.aclose()
@@ -169,7 +169,7 @@ async def _doctor(_args: argparse.Namespace, settings: Settings) -> int:
     runtime = Runtime(settings)
     try:
         await runtime.start()
-    except (VMError, FileNotFoundError) as exc:
+    except (VMError, AuditError, FileNotFoundError) as exc:
         return _fail(str(exc))
     caps = runtime.caps
     boot = runtime.boot
@@ -194,7 +194,7 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
             uvicorn.Config(app, host=args.host, port=args.port, log_level="warning")
         )
         await server.serve()
-    except (VMError, FileNotFoundError) as exc:
+    except (VMError, AuditError, FileNotFoundError) as exc:
         return _fail(str(exc))
     finally:
         await runtime.aclose()

@@ -294,6 +294,7 @@ class Runtime:
         Raises:
             BootFilesError: the kernel, its modules or the agent binary is missing.
             FileNotFoundError: QEMU is not installed.
+            AuditKeyError: the audit key is readable by others or malformed.
         """
         s = self.settings
         await asyncio.to_thread(self.audit.open)
