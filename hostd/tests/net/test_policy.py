@@ -42,7 +42,8 @@ def test_locked_down_allows_nothing() -> None:
 
 
 def test_exact_names_ignore_case_and_trailing_dot() -> None:
-    policy = compile_policy(allow=("PyPI.org.",))
+    policy = compile_policy(allow=("PyPI.org.", " *.pythonhosted.org "))
+    assert policy.allows_name("files.pythonhosted.org")
     for name in ("pypi.org", "PYPI.ORG", "pypi.org.", " pypi.org "):
         assert policy.rule_for_name(name) is NameRule.LISTED
     assert not policy.allows_name("www.pypi.org")

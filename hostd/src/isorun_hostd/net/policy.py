@@ -171,19 +171,19 @@ def parse_entries(entries: Iterable[str], *, what: str, limit: int = MAX_ENTRIES
     wildcards: set[str] = set()
     networks: list[IPv4Network] = []
     for entry in items:
-        network = _parse_network(entry, what=what)
+        text = entry.strip()
+        network = _parse_network(text, entry, what=what)
         if network is not None:
             networks.append(network)
-        elif entry.startswith("*."):
-            wildcards.add(_parse_name(entry[2:], entry, what=what))
+        elif text.startswith("*."):
+            wildcards.add(_parse_name(text[2:], entry, what=what))
         else:
-            names.add(_parse_name(entry, entry, what=what))
+            names.add(_parse_name(text, entry, what=what))
     return Entries(frozenset(names), frozenset(wildcards), tuple(networks))
 
 
-def _parse_network(entry: str, *, what: str) -> IPv4Network | None:
-    """The IPv4 network ``entry`` names, or None when it looks like a name."""
-    text = entry.strip()
+def _parse_network(text: str, entry: str, *, what: str) -> IPv4Network | None:
+    """The IPv4 network ``text`` names, or None when it looks like a name."""
     if not (":" in text or "/" in text or text.replace(".", "").isdigit()):
         return None
     try:
