@@ -181,6 +181,21 @@ async def test_sse_streams_each_event_as_it_arrives(world: World) -> None:
     assert first_at < world.upstream.sse_last_sent_at
 
 
+async def test_a_chunked_upload_streams_through(world: World) -> None:
+    sandbox(world, set(), world.secret())
+
+    async def parts() -> AsyncIterator[bytes]:
+        for part in (b"one,", b"two,", b"three"):
+            yield part
+
+    async with guest_http(world) as guest:
+        answer = await guest.post("/s/OPENAI_API_KEY/uploads", content=parts())
+    assert answer.status_code == 200
+    [seen] = world.upstream.seen
+    assert seen.body == b"one,two,three"
+    assert seen.headers["transfer-encoding"] == "chunked"
+
+
 async def test_expect_100_continue_is_answered_by_the_gateway(world: World) -> None:
     sandbox(world, set(), world.secret())
     reader, writer = await asyncio.open_connection(
