@@ -81,7 +81,8 @@ MAX_CNAME_CHAIN = 16
 # A sandbox waiting on this many upstream answers gets SERVFAIL for the next one: one guest
 # must not starve the others of the upstream's attention.
 MAX_INFLIGHT_PER_PEER = 32
-# UDP queries being handled, all sandboxes together; past it datagrams are dropped.
+# UDP queries and TCP connections being handled, all sandboxes together; past it datagrams
+# are dropped.
 MAX_INFLIGHT = 4096
 MAX_TCP_CONNECTIONS = 512
 TCP_IDLE_TIMEOUT_S = 10.0
