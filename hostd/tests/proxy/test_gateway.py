@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
@@ -387,6 +388,23 @@ async def test_plain_http_to_an_allowed_host_is_spliced_with_half_close(world: W
     assert world.audit.kinds("egress.connect") == [{"name": "web.test", "port": 80}]
 
 
+async def test_a_quiet_splice_is_closed_after_the_idle_timeout(world: World) -> None:
+    world.gateway.limits = dataclasses.replace(world.gateway.limits, idle_timeout_s=0.3)
+    sandbox(world, {"web.test"})
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+
+    async with listening(PLAIN_ADDRESS, silent) as server:
+        world.names["web.test"] = (PLAIN_ADDRESS, server[0])
+        started = asyncio.get_running_loop().time()
+        answer = await exchange(
+            world.gateway.http_port, b"GET / HTTP/1.1\r\nHost: web.test\r\n\r\n"
+        )
+        assert answer == b""
+        assert asyncio.get_running_loop().time() - started < 4
+
+
 async def test_plain_http_to_a_disallowed_host_is_a_403(world: World) -> None:
     sandbox(world, {"web.test"})
     async with guest_http(world) as guest:
@@ -444,7 +462,7 @@ async def test_a_source_that_is_no_sandbox_is_closed_unheard(world: World) -> No
 
 
 async def test_each_sandbox_has_a_connection_cap(world: World) -> None:
-    world.gateway.limits = type(world.gateway.limits)(max_connections_per_sandbox=1)
+    world.gateway.limits = dataclasses.replace(world.gateway.limits, max_connections_per_sandbox=1)
     sandbox(world, set(), world.secret())
     _, holder = await asyncio.open_connection(
         "127.0.0.1", world.gateway.http_port, local_addr=(GUEST, 0)
