@@ -28,8 +28,8 @@ import uvicorn
 
 from isorun_hostd.agent_channel import Channel, ChannelError, Process
 from isorun_hostd.api import create_app
-from isorun_hostd.audit import AuditError, load_key, read_head, verify
-from isorun_hostd.audit.chain import CHAIN_FILE, HEAD_FILE, KEY_FILE
+from isorun_hostd.audit import AuditError, load_key, verify_folder
+from isorun_hostd.audit.chain import CHAIN_FILE, KEY_FILE
 from isorun_hostd.config import Settings
 from isorun_hostd.images import ImageError, PullProgress
 from isorun_hostd.sandboxes import Runtime
@@ -207,9 +207,7 @@ async def _audit_verify(args: argparse.Namespace, settings: Settings) -> int:
     key_path = args.key or settings.audit_key_file or folder / KEY_FILE
     try:
         key = load_key(key_path, create=False)
-        report = await asyncio.to_thread(
-            verify, folder / CHAIN_FILE, key, read_head(folder / HEAD_FILE)
-        )
+        report = await asyncio.to_thread(verify_folder, folder, key)
     except (AuditError, OSError) as exc:
         return _fail(str(exc))
     if report.first_bad is None:

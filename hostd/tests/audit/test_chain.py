@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from isorun_hostd.audit import AuditChain, AuditKeyError, load_key, read_head, verify
+from isorun_hostd.audit import AuditChain, AuditKeyError, load_key, verify, verify_folder
 from isorun_hostd.audit.record import MAX_LINE_BYTES
 
 
@@ -35,9 +35,7 @@ def rewrite(chain: AuditChain, new_lines: list[bytes]) -> None:
 
 def offline(chain: AuditChain) -> tuple[int, str] | None:
     """What a verifier that has only the files finds: (seq, reason) of the first bad entry."""
-    report = verify(
-        chain.chain_path, load_key(chain.key_path, create=False), read_head(chain.head_path)
-    )
+    report = verify_folder(chain.folder, load_key(chain.key_path, create=False))
     return None if report.first_bad is None else (report.first_bad.seq, report.first_bad.reason)
 
 
@@ -206,3 +204,25 @@ def test_a_lost_head_is_restored_with_an_entry_that_says_so(chain: AuditChain) -
     kinds = [(e.seq, e.kind) for e in chain.entries(after=5)]
     assert kinds == [(6, "audit.head_restored"), (7, "exec.end")]
     assert chain.verify().ok
+
+
+def test_verifying_while_another_thread_appends_never_sees_half_an_entry(tmp_path: Path) -> None:
+    audit = AuditChain(tmp_path / "audit")
+    audit.open()
+    key = load_key(audit.key_path, create=False)
+    done = threading.Event()
+
+    def append() -> None:
+        for i in range(400):
+            audit.record("sb-1", "egress.dns", {"name": "x" * (i % 300)})
+        done.set()
+
+    writer = threading.Thread(target=append)
+    writer.start()
+    reports = []
+    while not done.is_set():
+        reports += [audit.verify(), verify_folder(audit.folder, key)]
+    writer.join()
+    assert reports and all(report.ok for report in reports)
+    assert audit.verify().checked == 400
+    audit.close()

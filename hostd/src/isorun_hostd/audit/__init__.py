@@ -9,7 +9,7 @@ Other subsystems record through ``AuditChain.record`` (``Runtime.audit.record``)
 ``net.peers.AuditSink``. docs/audit.md has the threat model.
 """
 
-from isorun_hostd.audit.chain import AuditChain, load_key, read_head
+from isorun_hostd.audit.chain import AuditChain, load_key, read_head, verify_folder
 from isorun_hostd.audit.errors import AuditError, AuditKeyError
 from isorun_hostd.audit.record import Entry
 from isorun_hostd.audit.verify import Finding, Report, verify
@@ -24,4 +24,5 @@ __all__ = [
     "load_key",
     "read_head",
     "verify",
+    "verify_folder",
 ]

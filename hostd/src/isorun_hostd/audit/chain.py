@@ -108,6 +108,27 @@ def read_head(path: Path) -> Head | None:
         return None
 
 
+def verify_folder(folder: Path, key: bytes) -> Report:
+    """Verify the chain in ``folder`` from outside the hostd that writes it (which may be
+    running): the head and the chain's size are read together under a shared lock. Blocking.
+
+    Raises:
+        OSError: the chain exists but cannot be read.
+    """
+    chain = folder / CHAIN_FILE
+    try:
+        f = chain.open("rb")
+    except FileNotFoundError:
+        return verify(chain, key, read_head(folder / HEAD_FILE))
+    with f:
+        fcntl.flock(f, fcntl.LOCK_SH)
+        try:
+            head, end = read_head(folder / HEAD_FILE), os.fstat(f.fileno()).st_size
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+    return verify(chain, key, head, end=end)
+
+
 class AuditChain:
     """The append-only audit log of one node. ``open`` before ``record``; ``close`` at the end.
 
@@ -194,9 +215,10 @@ class AuditChain:
         """
         key = self._require_key()
         with self._locked():
-            head = read_head(self.head_path)
+            assert self._fd is not None
+            head, end = read_head(self.head_path), os.fstat(self._fd).st_size
             written = self._written_seq
-        return verify(self.chain_path, key, head, written_seq=written)
+        return verify(self.chain_path, key, head, end=end, written_seq=written)
 
     # -- appends (under both locks) ---------------------------------------------------------
 

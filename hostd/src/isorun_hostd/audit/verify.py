@@ -15,10 +15,11 @@ Only the first finding is reported: after it, every later link is in doubt anywa
 from __future__ import annotations
 
 import hmac
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import BinaryIO, Literal, Protocol
 
 from isorun_hostd.audit.record import (
     MAX_LINE_BYTES,
@@ -34,6 +35,32 @@ from isorun_hostd.audit.record import (
 )
 
 Reason = Literal["altered", "removed", "reordered", "truncated", "unreadable", "header", "head"]
+
+
+class _Reader(Protocol):
+    def readline(self, size: int, /) -> bytes: ...
+
+    def tell(self) -> int: ...
+
+    def seek(self, offset: int, /) -> int: ...
+
+
+class _Bounded:
+    """A file read no further than ``end``."""
+
+    def __init__(self, f: BinaryIO, end: int) -> None:
+        self._f = f
+        self._end = end
+
+    def readline(self, size: int, /) -> bytes:
+        room = self._end - self._f.tell()
+        return self._f.readline(min(size, room)) if room > 0 else b""
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def seek(self, offset: int, /) -> int:
+        return self._f.seek(offset)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +84,13 @@ class Report:
         return self.first_bad is None
 
 
-def verify(chain: Path, key: bytes, head: Head | None, *, written_seq: int = 0) -> Report:
+def verify(
+    chain: Path, key: bytes, head: Head | None, *, end: int | None = None, written_seq: int = 0
+) -> Report:
     """Check ``chain`` link by link, then against ``head`` (None: the head file is missing).
 
+    ``end`` is the chain's size when ``head`` was read (chain.py reads both between two
+    appends): later appends are left out, so that a line being written is never half read.
     ``written_seq`` is the last seq this process appended (0: none); a chain ending before it
     was cut, whatever the head file says.
 
@@ -71,13 +102,14 @@ def verify(chain: Path, key: bytes, head: Head | None, *, written_seq: int = 0) 
             return Report(0, Finding(1, "truncated", f"{chain} is gone"))
         return Report(0, None)
     with chain.open("rb") as f:
-        finding, last, mac_at_head = _walk(f, key, head.seq if head is not None else None)
+        reader = _Bounded(f, end if end is not None else os.fstat(f.fileno()).st_size)
+        finding, last, mac_at_head = _walk(reader, key, head.seq if head is not None else None)
     if finding is not None:
         return Report(last, finding)
     return Report(last, _check_end(key, head, last, mac_at_head, written_seq))
 
 
-def _walk(f: BinaryIO, key: bytes, head_seq: int | None) -> tuple[Finding | None, int, str | None]:
+def _walk(f: _Reader, key: bytes, head_seq: int | None) -> tuple[Finding | None, int, str | None]:
     """(first finding, last good seq, MAC of entry ``head_seq`` if reached)."""
     first = _read_line(f)
     if first is None:
@@ -101,7 +133,7 @@ def _walk(f: BinaryIO, key: bytes, head_seq: int | None) -> tuple[Finding | None
 
 
 def _check_entry(
-    f: BinaryIO, key: bytes, raw: bytes, where: str, *, expected: int, prev: str
+    f: _Reader, key: bytes, raw: bytes, where: str, *, expected: int, prev: str
 ) -> Entry | Finding:
     """The entry in ``raw`` if it is entry ``expected`` and follows ``prev``, else why not."""
     try:
@@ -120,7 +152,7 @@ def _check_entry(
     return entry
 
 
-def _misplaced(f: BinaryIO, key: bytes, seq: int, where: str, expected: int) -> Finding:
+def _misplaced(f: _Reader, key: bytes, seq: int, where: str, expected: int) -> Finding:
     """A genuine entry ``seq`` where entry ``expected`` belongs."""
     if seq < expected:
         detail = f"{where}: entry {seq} appears again after entry {expected - 1}"
@@ -173,7 +205,7 @@ def _check_head(key: bytes, head: Head, last: int, mac_at_head: str | None) -> F
     return None
 
 
-def _appears_later(f: BinaryIO, key: bytes, seq: int) -> bool:
+def _appears_later(f: _Reader, key: bytes, seq: int) -> bool:
     """Whether a genuine entry ``seq`` is further on in ``f``; ``f`` is left where it was."""
     position = f.tell()
     try:
@@ -191,12 +223,12 @@ def _appears_later(f: BinaryIO, key: bytes, seq: int) -> bool:
         f.seek(position)
 
 
-def _lines(f: BinaryIO) -> Iterator[bytes]:
+def _lines(f: _Reader) -> Iterator[bytes]:
     while (raw := _read_line(f)) is not None:
         yield raw
 
 
-def _read_line(f: BinaryIO) -> bytes | None:
+def _read_line(f: _Reader) -> bytes | None:
     """The next line without its newline; an over-long one is returned cut at the cap + 1 (so
     that parsing refuses it) and the rest of it skipped."""
     raw = f.readline(MAX_LINE_BYTES + 1)
