@@ -11,6 +11,8 @@ namespace, so a query's source address is the sandbox's transit address and ``Pe
     opcode QUERY, one question, class IN ──else──► NOTIMP / FORMERR / REFUSED
     type A or AAAA ──else (ANY, PTR, TXT, MX, HTTPS, ...)──► REFUSED (EDE Not Supported)
       │
+    the host of one of the peer's secrets ──► A 10.0.0.1 (the egress gateway: transparent
+      │                                      credential mode), whatever the policy says
     policy.rule_for_name(qname) DENIED ──► NXDOMAIN (EDE Blocked); nothing asked upstream,
       │                                    so a denied name cannot carry data out either
     AAAA ──► NOERROR without records: sandboxes have no IPv6
@@ -60,6 +62,8 @@ import dns.rrset
 from isorun_hostd.config import Settings
 from isorun_hostd.net.peers import AuditSink, Peer, PeerLookup, null_audit
 from isorun_hostd.net.policy import NameRule
+from isorun_hostd.net.spec import HOST_ADDRESS
+from isorun_hostd.proxy.credentials import secrets_for_host
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +73,8 @@ AUDIT_KIND = "egress.dns"
 # this long (a week-long TTL would keep a name's old addresses open after a policy change).
 MIN_TTL_S = 5
 MAX_TTL_S = 3600
+# A secret's host answers the gateway's address; short, as the secret may go with a restore.
+PROXY_TTL_S = 60
 UPSTREAM_TIMEOUT_S = 3.0
 # A query is a header, one name (<= 255 bytes) and an OPT record; anything bigger is not one.
 MAX_QUERY_BYTES = 1024
@@ -266,7 +272,10 @@ class DnsProxy:
                 self._record(peer, query.question[0], "refused")
             return _response(query, *refusal)
         question = query.question[0]
-        rule = peer.policy.rule_for_name(question.name.to_text(omit_final_dot=True))
+        name = question.name.to_text(omit_final_dot=True).lower()
+        if secrets_for_host(peer.secrets, name):
+            return self._reply_proxy(query, peer)
+        rule = peer.policy.rule_for_name(name)
         if rule is NameRule.DENIED:
             self.counters.denied += 1
             self._record(peer, question, "denied")
@@ -276,6 +285,19 @@ class DnsProxy:
             self._record(peer, question, "allowed")
             return _response(query, dns.rcode.NOERROR)
         return await self._reply_a(query, peer, rule)
+
+    def _reply_proxy(self, query: dns.message.Message, peer: Peer) -> dns.message.Message:
+        """A secret's upstream host resolves to the egress gateway (transparent mode): the
+        guest's TLS to it ends there, and the real name is resolved on the host."""
+        question = query.question[0]
+        self.counters.allowed += 1
+        self._record(peer, question, "credential proxy")
+        response = _response(query, dns.rcode.NOERROR)
+        if question.rdtype == dns.rdatatype.A:
+            response.answer.append(
+                dns.rrset.from_text(question.name, PROXY_TTL_S, "IN", "A", HOST_ADDRESS)
+            )
+        return response
 
     async def _reply_a(
         self, query: dns.message.Message, peer: Peer, rule: NameRule
