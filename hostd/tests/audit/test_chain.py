@@ -226,3 +226,14 @@ def test_verifying_while_another_thread_appends_never_sees_half_an_entry(tmp_pat
     assert reports and all(report.ok for report in reports)
     assert audit.verify().checked == 400
     audit.close()
+
+
+def test_a_chain_is_never_continued_under_another_key(chain: AuditChain) -> None:
+    chain.close()
+    chain.key_path.unlink()
+    with pytest.raises(AuditKeyError, match="missing, but"):
+        AuditChain(chain.folder).open()
+    chain.key_path.write_bytes(b"k" * 32)
+    chain.key_path.chmod(0o600)
+    with pytest.raises(AuditKeyError, match="written under key"):
+        AuditChain(chain.folder).open()

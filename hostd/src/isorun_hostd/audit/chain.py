@@ -41,10 +41,12 @@ from isorun_hostd.audit.record import (
     genesis_mac,
     head_is_sealed,
     header,
+    key_id,
     make_entry,
     make_head,
     parse_entry,
     parse_head,
+    parse_line,
 )
 from isorun_hostd.audit.verify import Report, verify
 
@@ -150,18 +152,31 @@ class AuditChain:
         """Load or make the key, and start the chain file if it is new.
 
         Raises:
-            AuditKeyError: as ``load_key``.
+            AuditKeyError: as ``load_key``; or the chain was written under another key, or its
+                key is gone (a new key would make every later entry unverifiable).
             OSError: the folder cannot be written.
         """
         if self._fd is not None:
             return
         self.folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self._key = load_key(self.key_path, create=True)
-        self._fd = os.open(self.chain_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
-        with self._locked():
-            if os.fstat(self._fd).st_size == 0:
-                os.write(self._fd, canonical(header(self._key)) + b"\n")
-                self._replace_head(make_head(self._key, 0, genesis_mac(self._key)))
+        if not self.key_path.exists() and self.chain_path.exists():
+            raise AuditKeyError(
+                f"audit key {self.key_path}: missing, but {self.chain_path} exists; restore "
+                "the key, or move the chain away to start a new one"
+            )
+        key = load_key(self.key_path, create=True)
+        fd = os.open(self.chain_path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        problem = None
+        with _Locked(self._lock, fd):
+            if os.fstat(fd).st_size == 0:
+                os.write(fd, canonical(header(key)) + b"\n")
+                self._replace_head(make_head(key, 0, genesis_mac(key)))
+            else:
+                problem = _header_problem(os.pread(fd, MAX_LINE_BYTES + 1, 0), key)
+        if problem is not None:
+            os.close(fd)
+            raise AuditKeyError(f"audit key {self.key_path}: {problem}")
+        self._key, self._fd = key, fd
 
     def close(self) -> None:
         with self._lock:
@@ -295,6 +310,20 @@ class AuditChain:
             except ValueError:
                 continue
         return None
+
+
+def _header_problem(start: bytes, key: bytes) -> str | None:
+    """Why the chain beginning with ``start`` cannot be continued under ``key``, if it cannot."""
+    try:
+        written = parse_line(start.split(b"\n", 1)[0])
+    except ValueError:
+        return "the chain's header is unreadable; run `isorun-hostd audit verify`"
+    if written.get("key_id") != key_id(key):
+        return (
+            f"the chain was written under key {written.get('key_id')!r}, not this one "
+            f"({key_id(key)}); restore that key, or move the chain away to start a new one"
+        )
+    return None
 
 
 class _Locked:
