@@ -81,6 +81,13 @@ log = logging.getLogger(__name__)
 # folder update-ca-certificates rebuilds it from.
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 GUEST_CA_FILE = "/usr/local/share/ca-certificates/isorun.crt"
+# Python's requests and httpx (certifi) and Node keep their own stores; these point them at
+# the guest's, which then holds hostd's CAs too.
+CA_ENV = {
+    "SSL_CERT_FILE": CA_BUNDLE,
+    "REQUESTS_CA_BUNDLE": CA_BUNDLE,
+    "NODE_EXTRA_CA_CERTS": GUEST_CA_FILE,
+}
 
 # Agent sandboxes mostly wait on a model or on I/O, so a node hands out more vCPUs than it has.
 VCPU_OVERCOMMIT = 8
@@ -141,10 +148,14 @@ class Sandbox:
         hostname: str,
         audit: AuditChain,
         network: NetworkSpec | None = None,
+        extra_ca: bool = False,
     ) -> None:
         self.id = sandbox_id
         # What its slot enforces (egress policy) and its proxy injects (secrets).
         self.network = network or NetworkSpec()
+        # Its trust store holds CAs hostd added (Runtime._trust), which runtimes with their
+        # own store only see through these variables.
+        self.extra_ca = extra_ca
         self.audit = audit
         self.image = image
         # Its run folder is named by vm.spec.vm_id, which differs from ``id`` for a VM that
@@ -164,6 +175,8 @@ class Sandbox:
         env.setdefault("PATH", DEFAULT_PATH)
         env.setdefault("HOSTNAME", self.hostname)
         env.update(guest_env(self.network))
+        if self.extra_ca:
+            env.update(CA_ENV)
         env.update(options.get("env") or {})
         return ExecRequest(
             argv=command if isinstance(command, list) else None,
@@ -376,7 +389,13 @@ class Runtime:
             self._held.pop(sandbox_id, None)
             raise
         sandbox = Sandbox(
-            sandbox_id, disk, vm, hostname=sandbox_id, audit=self.audit, network=network
+            sandbox_id,
+            disk,
+            vm,
+            hostname=sandbox_id,
+            audit=self.audit,
+            network=network,
+            extra_ca=bool(self._extra_cas(network)),
         )
         self._sandboxes[sandbox_id] = sandbox
         self.audit.record(
@@ -435,18 +454,27 @@ class Runtime:
             await vm.destroy()
             raise
 
-    async def _trust(self, vm: MicroVM, network: NetworkSpec) -> None:
-        """Add the configured guest CAs, and the credential proxy's when the sandbox has
-        secrets (its transparent mode presents certificates from it), to the guest's trust
-        store: the Debian/Ubuntu/Alpine bundle file and the folder update-ca-certificates
-        reads, so tools that rebuild the bundle keep them."""
-        assert self.network is not None
+    def _extra_cas(self, network: NetworkSpec) -> bytes:
+        """The configured guest CAs, and the credential proxy's when the sandbox has secrets
+        (its transparent mode presents certificates from it), as one PEM file."""
+        if self.network is None:
+            return b""
         pems = [path.read_bytes() for path in self.settings.guest_ca_files]
         if network.secrets:
             pems.append(self.network.ca.cert_pem)
-        if not pems:
+        return b"".join(pem if pem.endswith(b"\n") else pem + b"\n" for pem in pems)
+
+    async def _trust(self, vm: MicroVM, network: NetworkSpec) -> None:
+        """Add ``_extra_cas`` to the guest's trust store: the Debian/Ubuntu/Alpine bundle and
+        the folder update-ca-certificates reads (so tools that rebuild the bundle keep them).
+        A restored guest that trusts them already (its source did) is left as it is."""
+        extra = self._extra_cas(network)
+        if not extra:
             return
-        extra = b"".join(pem if pem.endswith(b"\n") else pem + b"\n" for pem in pems)
+        with contextlib.suppress(AgentError):
+            _, body = await vm.channel.read_file(GUEST_CA_FILE)
+            if b"".join([chunk async for chunk in body]) == extra:
+                return
         await vm.channel.write_file(GUEST_CA_FILE, extra, parents=True)
         await vm.channel.write_file(CA_BUNDLE, extra, append=True, parents=True)
 
@@ -715,7 +743,13 @@ class Runtime:
             self._held.pop(sandbox_id, None)
             raise
         sandbox = Sandbox(
-            sandbox_id, meta.image, vm, hostname=hostname, audit=self.audit, network=network
+            sandbox_id,
+            meta.image,
+            vm,
+            hostname=hostname,
+            audit=self.audit,
+            network=network,
+            extra_ca=bool(self._extra_cas(network)),
         )
         self._sandboxes[sandbox_id] = sandbox
         self._refill(sandbox, later=True)

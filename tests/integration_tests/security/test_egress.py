@@ -253,8 +253,12 @@ async def test_a_secret_reaches_its_upstream_and_never_the_guest(
     # Transparent mode: the real URL, through the proxy's certificate the guest now trusts.
     out = await sh(sandbox, "curl -sS -m 5 https://api.upstream.test/v1/models")
     assert "fake-model" in out, out
+    fetch = (
+        "import urllib.request as u; print(u.urlopen('https://api.upstream.test/v1/models').read())"
+    )
+    assert "fake-model" in await sh(sandbox, f'python3 -c "{fetch}"')
     seen = [r for r in internet.requests() if r["host"] == "api.upstream.test"]
-    assert len(seen) == 2
+    assert len(seen) == 3
     assert all(r["headers"]["authorization"] == f"Bearer {SECRET}" for r in seen)
     assert all(r["path"] == "/v1/models" for r in seen)
 
@@ -277,7 +281,7 @@ async def test_a_secret_reaches_its_upstream_and_never_the_guest(
     for place, data in places.items():
         assert SECRET.encode() not in data, place
     injected = [e for e in net_runtime.audit.entries(sandbox.id) if e.kind == "credential.inject"]
-    assert len(injected) == 2
+    assert len(injected) == 3
     assert {e.fields["secret"] for e in injected} == {"UPSTREAM_TOKEN"}
 
 
