@@ -99,8 +99,9 @@ def test_unrestricted_allows_every_name_by_default() -> None:
     ("profile", "allowed", "denied"),
     [
         ("claude-code", ["api.anthropic.com", "registry.npmjs.org", "github.com",
-                         "objects.githubusercontent.com", "statsig.anthropic.com"],
-         ["api.openai.com", "pypi.org", "githubusercontent.com"]),
+                         "objects.githubusercontent.com", "statsig.anthropic.com", "pypi.org",
+                         "index.crates.io"],
+         ["api.openai.com", "huggingface.co", "githubusercontent.com"]),
         ("openai", ["api.openai.com", "pypi.org", "files.pythonhosted.org",
                     "registry.npmjs.org", "codeload.github.com"],
          ["api.anthropic.com", "huggingface.co"]),

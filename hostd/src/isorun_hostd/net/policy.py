@@ -263,6 +263,7 @@ CONDA = ("conda.anaconda.org", "repo.anaconda.com")
 JSDELIVR = ("cdn.jsdelivr.net",)
 CDNJS = ("cdnjs.cloudflare.com",)
 GOOGLE_FONTS = ("fonts.googleapis.com", "fonts.gstatic.com")
+CRATES_IO = ("crates.io", "index.crates.io", "static.crates.io")
 
 PROFILES: Mapping[str, Profile] = {
     p.name: p
@@ -278,11 +279,13 @@ PROFILES: Mapping[str, Profile] = {
         ),
         _profile(
             "claude-code",
-            "Claude Code: the Anthropic API, its telemetry, npm and GitHub",
+            "Claude Code: the Anthropic API, its telemetry, PyPI, npm, GitHub and crates.io",
             ANTHROPIC,
             CLAUDE_CODE_TELEMETRY,
+            PYPI,
             NPM,
             GITHUB,
+            CRATES_IO,
         ),
         _profile("openai", "the OpenAI API, PyPI, npm and GitHub", OPENAI, PYPI, NPM, GITHUB),
         _profile(
