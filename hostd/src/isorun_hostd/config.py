@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     insecure_registries: list[str] = Field(
         default_factory=list, description="hosts that may be reached over plain HTTP"
     )
+    image_tag_ttl_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="seconds a tag's resolution (tag -> manifest digest) is reused before a "
+        "create asks the registry again; 0: every create asks",
+    )
     boot_timeout_s: float = 60.0
     node_token: SecretStr | None = Field(
         default=None,

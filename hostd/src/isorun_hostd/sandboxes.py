@@ -243,6 +243,7 @@ class Runtime:
                 for host, login in settings.registry_logins.items()
             },
             insecure_registries=settings.insecure_registries,
+            tag_ttl_s=settings.image_tag_ttl_s,
         )
         self._boot: bootfiles.BootFiles | None = None
         self._caps: HostCapabilities | None = None

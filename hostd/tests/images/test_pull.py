@@ -126,6 +126,20 @@ async def test_cache_hit_by_digest_needs_no_request(
     assert transport.requests == []
 
 
+async def test_a_tag_is_resolved_again_once_its_ttl_is_over(
+    registry: Registry, cache_root: Path, scratch: Path, transport: RecordingTransport
+) -> None:
+    store = ImageStore(cache_root, scratch_dir=scratch, transport=transport, tag_ttl_s=0.5)
+    reference = registry.ref("busybox:1.0")
+    first = await store.pull(reference)
+    transport.requests.clear()
+    assert await store.pull(reference) == first
+    assert transport.requests == []  # within the TTL: no round trip, no TLS handshake
+    await asyncio.sleep(0.6)
+    assert await store.pull(reference) == first
+    assert transport.paths("/manifests/") == ["/v2/isorun/busybox/manifests/1.0"]
+
+
 async def test_shared_layers_share_the_disk(registry: Registry, store: ImageStore) -> None:
     """busybox-docker has the same layer tar as busybox, so the same ChainID and disk."""
     oci = await store.pull(registry.ref("busybox:1.0"))

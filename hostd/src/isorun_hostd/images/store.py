@@ -45,6 +45,7 @@ import stat
 import sys
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
@@ -85,6 +86,8 @@ logger = logging.getLogger(__name__)
 
 SIDECAR_FORMAT = 1
 FETCH_CONCURRENCY = 3
+# Resolutions kept for reuse (ImageStore.tag_ttl_s); a few hundred references at most.
+MAX_REMEMBERED_RESOLUTIONS = 256
 TMP_PREFIXES = ("blob-", "doc-", "disk-")
 # Unique enough for a shared tmpfs such as /dev/shm, where only our own entries may be removed.
 UNPACK_PREFIX = "isorun-unpack-"
@@ -211,6 +214,9 @@ class ImageStore:
             faster. Defaults to `root/tmp`.
         transport: httpx transport for registry traffic (tests); default is a fresh one per pull.
         unpack_limits: What one image may unpack to (bytes, entries); default `UnpackLimits()`.
+        tag_ttl_s: How long a tag's resolution is reused before the registry is asked again
+            (0: every pull asks). A digest's is reused for as long as the process runs: it
+            cannot change.
     """
 
     def __init__(
@@ -222,8 +228,12 @@ class ImageStore:
         scratch_dir: Path | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         unpack_limits: UnpackLimits | None = None,
+        tag_ttl_s: float = 0.0,
     ) -> None:
         self.root = root
+        self.tag_ttl_s = tag_ttl_s
+        # reference text -> (monotonic time resolved, resolution); bounded, oldest dropped.
+        self._resolutions: dict[str, tuple[float, _Resolved]] = {}
         self.unpack_limits = unpack_limits or UnpackLimits()
         self.tmp = root / "tmp"
         self.disks = root / "disks"
@@ -269,8 +279,11 @@ class ImageStore:
         """
         parsed = Reference.parse(reference)
         _notify(progress, PullProgress(reference, "resolve", None, 0, 0, 0))
-        async with self._registry(reference, parsed) as registry:
-            resolved = await self._resolve(reference, parsed, registry)
+        resolved = self._recent(reference, parsed)
+        if resolved is None:
+            async with self._registry(reference, parsed) as registry:
+                resolved = await self._resolve(reference, parsed, registry)
+            self._remember(reference, resolved)
         disk_path = self.disks / f"{_hex(resolved.chain_id)}.erofs"
         if not disk_path.exists():
             await self._shared(
@@ -287,6 +300,23 @@ class ImageStore:
             size_bytes=disk_path.stat().st_size,
             config=resolved.image_config,
         )
+
+    def _recent(self, reference: str, parsed: Reference) -> _Resolved | None:
+        """A resolution of ``reference`` that may be reused: a digest's, or a tag's younger
+        than ``tag_ttl_s``. Saves a manifest round trip (and a TLS handshake) per create."""
+        hit = self._resolutions.get(reference)
+        if hit is None:
+            return None
+        resolved_at, resolved = hit
+        if parsed.digest is None and time.monotonic() - resolved_at >= self.tag_ttl_s:
+            return None
+        return resolved
+
+    def _remember(self, reference: str, resolved: _Resolved) -> None:
+        self._resolutions.pop(reference, None)
+        self._resolutions[reference] = (time.monotonic(), resolved)
+        while len(self._resolutions) > MAX_REMEMBERED_RESOLUTIONS:
+            del self._resolutions[next(iter(self._resolutions))]
 
     @contextlib.asynccontextmanager
     async def _registry(self, text: str, parsed: Reference) -> AsyncIterator[RegistryClient]:
