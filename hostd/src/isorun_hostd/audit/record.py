@@ -8,7 +8,8 @@
                   line n  entry   {"fields": {...}, "kind": "exec.start", "mac": M(n),
                                    "prev_mac": M(n-1), "sandbox_id": "sb-..." | null,
                                    "seq": n, "time": "2026-11-28T07:14:27.123Z"}
-  head          {"head_mac": H, "mac": M(last), "seq": last}, replaced atomically per entry
+  head          {"head_mac": H, "mac": M(last), "seq": last}, padded with spaces to 256 bytes,
+                rewritten in place after each entry
 
 M(n)  = HMAC-SHA256(key, canonical(entry n without "mac"))      (hex)
 M(0)  = HMAC-SHA256(key, canonical(header))   the first entry's prev_mac: the header's checksum
