@@ -25,7 +25,8 @@ import datetime as dt
 from typing import Annotated, Any, Literal
 
 from isorun_hostd.agent_channel.protocol import INITIAL_WINDOW_BYTES
-from isorun_hostd.api.models import NodeAuditEntry
+from isorun_hostd.api.models import NodeAuditEntry, NodeSecret
+from isorun_hostd.net.spec import EgressPolicy, NetworkSpec, SecretSpec
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Index, String, TypeDecorator
 from sqlalchemy.engine import Dialect
@@ -132,6 +133,9 @@ class SandboxRow(Base):
     hibernated_s: Mapped[float] = mapped_column(Float, default=0.0)
     # Hibernate after this many idle seconds (no exec, file or process call); null: never.
     auto_hibernate_s: Mapped[int | None] = mapped_column(default=None)
+    # Its NetworkSpec as JSON, secret values in clear (services.network): what a resume, a fork
+    # or a restore of its snapshots gives the node again. Null: no egress at all.
+    network: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
 
 
 class HibernationSpan(Base):
@@ -237,12 +241,57 @@ class Health(BaseModel):
     accelerator: Literal["kvm", "tcg"]
 
 
+class NetworkCreate(_Request):
+    """spec/api.md "Network": a sandbox's egress policy and secrets, given at create.
+
+    ``secrets`` are hostd's SecretSpec: ``{name, value, upstream, header?, base_url_env?}``.
+    """
+
+    profile: str = "locked-down"
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+    secrets: tuple[SecretSpec, ...] = ()
+
+    def spec(self) -> NetworkSpec:
+        """Raises: ValueError (pydantic): two secrets of one name."""
+        policy = EgressPolicy(profile=self.profile, allow=self.allow, deny=self.deny)
+        return NetworkSpec(policy=policy, secrets=self.secrets)
+
+
+class NetworkUpdate(_Request):
+    """spec/api.md "Network": PATCH /v1/sandboxes/{id}/network; what is given replaces the
+    current value, what is left out stays. Secrets cannot change on a running sandbox."""
+
+    profile: str | None = None
+    allow: tuple[str, ...] | None = None
+    deny: tuple[str, ...] | None = None
+
+
+class SecretPublic(NodeSecret):
+    """A secret as the API shows it: its name, where it goes and the header it fills; never
+    its value."""
+
+
+class NetworkPublic(BaseModel):
+    """spec/api.md "Network": GET /v1/sandboxes/{id}/network."""
+
+    profile: str
+    allow: list[str]
+    deny: list[str]
+    secrets: list[SecretPublic]
+    drops: dict[str, int] | None = Field(
+        description="packets the sandbox's namespace refused (dropped, spoofed); null while it "
+        "is not running or on a node without a network"
+    )
+
+
 class SandboxCreate(_Request):
     """spec/api.md "Sandboxes": POST /v1/sandboxes.
 
     ``image`` null means "python", unless ``snapshot`` is given: then the snapshot's image,
     vCPUs and memory are the sandbox's, and ``image``, ``vcpus`` and ``memory_mib`` may only
-    repeat them.
+    repeat them. ``network`` null means no egress at all, or with ``snapshot``, the network of
+    the snapshot's sandbox.
     """
 
     image: str | None = Field(default=None, min_length=1, max_length=512)
@@ -254,6 +303,7 @@ class SandboxCreate(_Request):
     env: StrMap = Field(default_factory=dict)
     metadata: StrMap = Field(default_factory=dict)
     labels: StrMap = Field(default_factory=dict)
+    network: NetworkCreate | None = None
 
 
 class ForkCreate(_Request):

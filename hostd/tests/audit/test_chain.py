@@ -198,11 +198,23 @@ def test_oversized_fields_keep_their_size_and_digest(tmp_path: Path) -> None:
     audit.close()
 
 
-def test_a_lost_head_is_restored_with_an_entry_that_says_so(chain: AuditChain) -> None:
+def test_a_lost_or_replaced_head_is_restored_with_an_entry_that_says_so(
+    chain: AuditChain,
+) -> None:
     chain.head_path.unlink()
     chain.record("sb-1", "exec.end", {"pid": 6})
+    forged = chain.folder / "forged"
+    forged.write_text('{"head_mac": "0", "mac": "0", "seq": 99}')
+    forged.replace(chain.head_path)  # a new file under the name the writer holds open
+    chain.record("sb-1", "exec.end", {"pid": 7})
     kinds = [(e.seq, e.kind) for e in chain.entries(after=5)]
-    assert kinds == [(6, "audit.head_restored"), (7, "exec.end")]
+    assert kinds == [
+        (6, "audit.head_restored"),
+        (7, "exec.end"),
+        (8, "audit.head_restored"),
+        (9, "exec.end"),
+    ]
+    assert chain.entries(after=7)[0].fields["reason"] == "head file not sealed by this key"
     assert chain.verify().ok
 
 

@@ -1,7 +1,8 @@
 """The node interface: everything the services do with a hostd, embedded or remote.
 
 A node raises hostd's own errors (ImageError, VMError, NoRoom, AgentError, ChannelError,
-SnapshotNotFound, SnapshotError, StateError), so
+SnapshotNotFound, SnapshotError, StateError, NetworkError, and ValueError for a network the node
+cannot give: PolicyError, or a node without a network), so
 that the services translate them in one place whichever node ran the sandbox; a remote node
 rebuilds them from the node API's problem bodies. A sandbox the node does not have is a
 ChannelClosed, as a VM that died under a channel would be. A node that cannot be reached (or
@@ -20,9 +21,11 @@ from isorun_hostd.api.models import (
     NodeAuditList,
     NodeAuditReport,
     NodeInfo,
+    NodeNetwork,
     NodeSandbox,
     NodeSnapshot,
 )
+from isorun_hostd.net.spec import EgressPolicy, NetworkSpec
 from isorun_hostd.sandboxes import ExecOptions
 
 from isorun_backend.services.errors import Unavailable
@@ -71,8 +74,15 @@ class Node(ABC):
 
     @abstractmethod
     async def create(
-        self, sandbox_id: str, image_ref: str, *, vcpus: int, mem_mib: int
-    ) -> NodeSandbox: ...
+        self,
+        sandbox_id: str,
+        image_ref: str,
+        *,
+        vcpus: int,
+        mem_mib: int,
+        network: NetworkSpec | None = None,
+    ) -> NodeSandbox:
+        """Boot a sandbox with ``network`` (None: no egress at all)."""
 
     @abstractmethod
     async def destroy(self, sandbox_id: str) -> None:
@@ -144,20 +154,34 @@ class Node(ABC):
         """Remove a snapshot; one that is gone already is not an error."""
 
     @abstractmethod
-    async def restore(self, snapshot_id: str, sandbox_id: str) -> NodeSandbox:
-        """A new sandbox ``sandbox_id`` continuing from the snapshot, with its own identity."""
+    async def restore(
+        self, snapshot_id: str, sandbox_id: str, *, network: NetworkSpec | None = None
+    ) -> NodeSandbox:
+        """A new sandbox ``sandbox_id`` continuing from the snapshot, with its own identity
+        and ``network`` (snapshots keep no secrets)."""
 
     @abstractmethod
     async def hibernate(self, sandbox_id: str) -> NodeSnapshot:
         """Save the sandbox to disk and destroy its VM; on failure it keeps running."""
 
     @abstractmethod
-    async def resume(self, sandbox_id: str) -> NodeSandbox:
-        """Bring a hibernated sandbox back under its id; on failure its state is kept."""
+    async def resume(self, sandbox_id: str, *, network: NetworkSpec | None = None) -> NodeSandbox:
+        """Bring a hibernated sandbox back under its id with ``network`` (a restarted node no
+        longer knows it); on failure its state is kept."""
 
     @abstractmethod
     async def forget_hibernation(self, sandbox_id: str) -> None:
         """Remove a hibernated sandbox's saved state; absent is fine."""
+
+    # -- network (spec/node.md "Network") ------------------------------------------------------
+
+    @abstractmethod
+    async def network(self, sandbox_id: str) -> NodeNetwork:
+        """The running sandbox's policy, secrets (no values) and drop counters."""
+
+    @abstractmethod
+    async def set_policy(self, sandbox_id: str, policy: EgressPolicy) -> EgressPolicy:
+        """Replace the running sandbox's egress policy; the one now enforced."""
 
     # -- audit (spec/node.md "Audit") -------------------------------------------------------
 

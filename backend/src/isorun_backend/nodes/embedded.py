@@ -14,9 +14,11 @@ from isorun_hostd.api.models import (
     NodeAuditList,
     NodeAuditReport,
     NodeInfo,
+    NodeNetwork,
     NodeSandbox,
     NodeSnapshot,
 )
+from isorun_hostd.net.spec import EgressPolicy, NetworkSpec
 from isorun_hostd.sandboxes import ExecOptions, Runtime, Sandbox
 
 from isorun_backend.nodes.base import Node, NodeProcess
@@ -50,10 +52,16 @@ class EmbeddedNode(Node):
         )
 
     async def create(
-        self, sandbox_id: str, image_ref: str, *, vcpus: int, mem_mib: int
+        self,
+        sandbox_id: str,
+        image_ref: str,
+        *,
+        vcpus: int,
+        mem_mib: int,
+        network: NetworkSpec | None = None,
     ) -> NodeSandbox:
         sandbox = await self.runtime.create(
-            image_ref, vcpus=vcpus, mem_mib=mem_mib, sandbox_id=sandbox_id
+            image_ref, vcpus=vcpus, mem_mib=mem_mib, sandbox_id=sandbox_id, network=network
         )
         return _public(sandbox)
 
@@ -126,17 +134,31 @@ class EmbeddedNode(Node):
     async def delete_snapshot(self, snapshot_id: str) -> None:
         await asyncio.to_thread(self.runtime.snapshots.delete, snapshot_id)
 
-    async def restore(self, snapshot_id: str, sandbox_id: str) -> NodeSandbox:
-        return _public(await self.runtime.from_snapshot(snapshot_id, sandbox_id=sandbox_id))
+    async def restore(
+        self, snapshot_id: str, sandbox_id: str, *, network: NetworkSpec | None = None
+    ) -> NodeSandbox:
+        sandbox = await self.runtime.from_snapshot(
+            snapshot_id, sandbox_id=sandbox_id, network=network
+        )
+        return _public(sandbox)
 
     async def hibernate(self, sandbox_id: str) -> NodeSnapshot:
         return NodeSnapshot.from_meta(await self.runtime.hibernate(self._sandbox(sandbox_id)))
 
-    async def resume(self, sandbox_id: str) -> NodeSandbox:
-        return _public(await self.runtime.resume(sandbox_id))
+    async def resume(self, sandbox_id: str, *, network: NetworkSpec | None = None) -> NodeSandbox:
+        return _public(await self.runtime.resume(sandbox_id, network=network))
 
     async def forget_hibernation(self, sandbox_id: str) -> None:
         await asyncio.to_thread(self.runtime.hibernations.delete, sandbox_id)
+
+    async def network(self, sandbox_id: str) -> NodeNetwork:
+        sandbox = self._sandbox(sandbox_id)
+        slot = sandbox.vm.slot
+        drops = await slot.drops() if slot is not None else None
+        return NodeNetwork.from_spec(sandbox.network, drops)
+
+    async def set_policy(self, sandbox_id: str, policy: EgressPolicy) -> EgressPolicy:
+        return (await self.runtime.set_policy(self._sandbox(sandbox_id), policy)).policy
 
     async def audit_entries(self, sandbox_id: str, *, after: int, limit: int) -> NodeAuditList:
         audit = self.runtime.audit

@@ -23,16 +23,21 @@ from isorun_hostd.api.models import (
     NodeExecCreate,
     NodeFork,
     NodeInfo,
+    NodeNetwork,
     NodeProblem,
     NodeRestore,
+    NodeResume,
     NodeSandbox,
     NodeSandboxCreate,
     NodeSandboxList,
     NodeSnapshot,
     NodeSnapshotCreate,
     NodeWritten,
+    request_json,
 )
 from isorun_hostd.images import errors as image_errors
+from isorun_hostd.net.apply import NetworkError
+from isorun_hostd.net.spec import EgressPolicy, NetworkSpec
 from isorun_hostd.sandboxes import DuplicateSandbox, ExecOptions, NoRoom
 from isorun_hostd.snapshots import SnapshotNotFound
 from isorun_hostd.vm import VMError
@@ -70,10 +75,18 @@ class RemoteNode(Node):
         return NodeInfo.model_validate(await self._json("GET", "/info"))
 
     async def create(
-        self, sandbox_id: str, image_ref: str, *, vcpus: int, mem_mib: int
+        self,
+        sandbox_id: str,
+        image_ref: str,
+        *,
+        vcpus: int,
+        mem_mib: int,
+        network: NetworkSpec | None = None,
     ) -> NodeSandbox:
-        body = NodeSandboxCreate(id=sandbox_id, image_ref=image_ref, vcpus=vcpus, mem_mib=mem_mib)
-        answer = await self._json("POST", "/sandboxes", json=body.model_dump(), timeout=LONG)
+        body = NodeSandboxCreate(
+            id=sandbox_id, image_ref=image_ref, vcpus=vcpus, mem_mib=mem_mib, network=network
+        )
+        answer = await self._json("POST", "/sandboxes", json=request_json(body), timeout=LONG)
         return NodeSandbox.model_validate(answer)
 
     async def destroy(self, sandbox_id: str) -> None:
@@ -199,8 +212,10 @@ class RemoteNode(Node):
         if response.status_code not in (204, 404):
             raise self._error(response)
 
-    async def restore(self, snapshot_id: str, sandbox_id: str) -> NodeSandbox:
-        body = NodeRestore(id=sandbox_id).model_dump()
+    async def restore(
+        self, snapshot_id: str, sandbox_id: str, *, network: NetworkSpec | None = None
+    ) -> NodeSandbox:
+        body = request_json(NodeRestore(id=sandbox_id, network=network))
         path = f"/snapshots/{snapshot_id}/restore"
         return NodeSandbox.model_validate(await self._json("POST", path, json=body, timeout=LONG))
 
@@ -208,14 +223,26 @@ class RemoteNode(Node):
         path = f"/sandboxes/{sandbox_id}/hibernate"
         return NodeSnapshot.model_validate(await self._json("POST", path, timeout=LONG))
 
-    async def resume(self, sandbox_id: str) -> NodeSandbox:
+    async def resume(self, sandbox_id: str, *, network: NetworkSpec | None = None) -> NodeSandbox:
+        body = request_json(NodeResume(network=network))
         path = f"/sandboxes/{sandbox_id}/resume"
-        return NodeSandbox.model_validate(await self._json("POST", path, timeout=LONG))
+        answer = await self._json("POST", path, json=body, timeout=LONG)
+        return NodeSandbox.model_validate(answer)
 
     async def forget_hibernation(self, sandbox_id: str) -> None:
         response = await self._request("DELETE", f"/hibernations/{sandbox_id}", timeout=LONG)
         if response.status_code not in (204, 404):
             raise self._error(response)
+
+    async def network(self, sandbox_id: str) -> NodeNetwork:
+        return NodeNetwork.model_validate(
+            await self._json("GET", f"/sandboxes/{sandbox_id}/network")
+        )
+
+    async def set_policy(self, sandbox_id: str, policy: EgressPolicy) -> EgressPolicy:
+        path = f"/sandboxes/{sandbox_id}/network/policy"
+        answer = await self._json("PUT", path, json=policy.model_dump(mode="json"))
+        return EgressPolicy.model_validate(answer)
 
     async def audit_entries(self, sandbox_id: str, *, after: int, limit: int) -> NodeAuditList:
         params = {"sandbox_id": sandbox_id, "after": after, "limit": limit}
@@ -359,4 +386,8 @@ _PROBLEMS: dict[str, Callable[[str, NodeProblem], Exception]] = {
     "vm": _vm_error,
     "no_room": lambda _node, body: NoRoom(body.detail),
     "sandbox_exists": lambda _node, body: DuplicateSandbox(body.detail),
+    "network": lambda node, body: NetworkError(f"node {node}: {body.detail}"),
+    # What reaches a node past the backend's own checks: a policy the node's profiles do not
+    # know, or a network asked of a node without one.
+    "invalid_request": lambda node, body: ValueError(f"node {node}: {body.detail}"),
 }

@@ -13,7 +13,9 @@ reconcile list the node's VMs: a running row whose VM is there is adopted into `
           answer keeps its rows as they are (state unknown) and is tried again next pass.
 aclose    embedded node: destroy its VMs ─► their rows "stopped"; remote nodes keep theirs
 fork, hibernate, resume, auto-hibernate: services.saved_states (part of this service)
-restore   POST /v1/sandboxes {"snapshot"}: placed on the node that holds the snapshot
+network   GET/PATCH and what create, restore, fork and resume give the node: services.network
+restore   POST /v1/sandboxes {"snapshot"}: placed on the node that holds the snapshot; its
+          network is the request's, else the snapshot's sandbox's
 delete    also forgets a hibernated state, and the sandbox's snapshots not marked ``keep``
 ```
 
@@ -45,8 +47,11 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from isorun_hostd.api.models import NodeInfo, NodeSandbox
+from isorun_hostd.api.models import NodeInfo, NodeSandbox, network_json
 from isorun_hostd.images import ImageError
+from isorun_hostd.net.apply import NetworkError
+from isorun_hostd.net.policy import load_profiles
+from isorun_hostd.net.spec import NetworkSpec
 from isorun_hostd.sandboxes import NoRoom, RuntimeRefused
 from isorun_hostd.snapshots import SnapshotNotFound as NodeSnapshotNotFound
 from isorun_hostd.vm import VMError
@@ -79,6 +84,7 @@ from isorun_backend.services.errors import (
     SnapshotNotFound,
     Unavailable,
 )
+from isorun_backend.services.network import Networks, loaded, requested, stored
 from isorun_backend.services.quotas import QuotaService
 from isorun_backend.services.saved_states import (
     SavedStates,
@@ -104,7 +110,7 @@ class Running:
     node: Node
 
 
-class SandboxService(SavedStates):
+class SandboxService(SavedStates, Networks):
     """Owns the map sandbox id -> node, and every change to a sandbox row.
 
     Call ``start()`` before use and ``aclose()`` at shutdown (the app's lifespan does both);
@@ -117,6 +123,8 @@ class SandboxService(SavedStates):
         self._nodes = {node.name: node for node in nodes}
         self._quotas = QuotaService(settings, db)
         self._meter = Meter(settings)
+        # The egress profiles policies are checked against before anything is placed.
+        self._profiles = load_profiles(settings.hostd().egress_profiles_path)
         # The VMs this process knows to be running, by the node that runs them.
         self._live: dict[str, Node] = {}
         # Ids with a create or delete in flight: reconciliation must not judge them midway.
@@ -167,14 +175,19 @@ class SandboxService(SavedStates):
             Conflict: the Idempotency-Key is in use by a create in progress, or was used with a
                 different request.
             QuotaExceeded: the tenant's running sandboxes and creates in flight leave no room.
+            InvalidRequest: the network's policy does not compile (an unknown profile names the
+                known ones), or the node has no network.
             Unavailable, InternalError: the VM did not boot.
         """
+        network = requested(body.network, self._profiles) if body.network is not None else None
         request_hash = _request_hash(body)
         snapshot: SnapshotRow | None = None
         if body.snapshot is not None:
             snapshot = await self._snapshot_row(principal, body.snapshot)
             body = _from_snapshot(body, snapshot)
             reference = snapshot.image_ref
+            if network is None:
+                network = await self._snapshot_network(snapshot)
         else:
             reference = images.resolve(body.image or "python", self._settings.image_aliases)
         if idempotency_key is not None:
@@ -186,7 +199,13 @@ class SandboxService(SavedStates):
                 principal.tenant_id, body.vcpus, body.memory_mib
             ) as reservation:
                 public = await self._boot(
-                    principal, body, reference, idempotency_key, reservation, snapshot=snapshot
+                    principal,
+                    body,
+                    reference,
+                    idempotency_key,
+                    reservation,
+                    snapshot=snapshot,
+                    network=network,
                 )
         except BaseException:
             if idempotency_key is not None:
@@ -202,12 +221,13 @@ class SandboxService(SavedStates):
         idempotency_key: str | None,
         reservation: str,
         *,
-        snapshot: SnapshotRow | None = None,
+        snapshot: SnapshotRow | None,
+        network: NetworkSpec | None,
     ) -> SandboxPublic:
         if snapshot is None:
-            node, vm = await self._create_vm(reference, body)
+            node, vm = await self._create_vm(reference, body, network)
         else:
-            node, vm = await self._restore_vm(snapshot)
+            node, vm = await self._restore_vm(snapshot, network)
         self._live[vm.id] = node
         now = utcnow()
         row = SandboxRow(
@@ -226,6 +246,7 @@ class SandboxService(SavedStates):
             expires_at=now + dt.timedelta(seconds=body.timeout_s),
             from_snapshot=snapshot.id if snapshot is not None else None,
             auto_hibernate_s=body.auto_hibernate_s,
+            network=stored(network),
         )
         try:
             async with self._db.session() as session, session.begin():
@@ -249,11 +270,13 @@ class SandboxService(SavedStates):
         log.info("sandbox %s created for %s from %s", vm.id, principal.tenant_id, row.image_ref)
         return _public(row, self._meter)
 
-    async def _create_vm(self, reference: str, body: SandboxCreate) -> tuple[Node, NodeSandbox]:
+    async def _create_vm(
+        self, reference: str, body: SandboxCreate, network: NetworkSpec | None
+    ) -> tuple[Node, NodeSandbox]:
         """Place and boot the VM. Its id stays ``_busy`` until the caller has written its row.
 
         Raises:
-            ImageRejected, ImageUnavailable, Unavailable, InternalError.
+            ImageRejected, ImageUnavailable, InvalidRequest, Unavailable, InternalError.
         """
         sandbox_id = f"sb-{secrets.token_hex(6)}"
         node = await self._place(reference, body.vcpus, body.memory_mib)
@@ -261,13 +284,21 @@ class SandboxService(SavedStates):
         try:
             try:
                 vm = await node.create(
-                    sandbox_id, reference, vcpus=body.vcpus, mem_mib=body.memory_mib
+                    sandbox_id,
+                    reference,
+                    vcpus=body.vcpus,
+                    mem_mib=body.memory_mib,
+                    network=network,
                 )
             except BaseException:
                 self._busy.discard(sandbox_id)
                 raise
         except ImageError as exc:
             raise images.translate(exc) from exc
+        except ValueError as exc:
+            raise InvalidRequest(str(exc), field="network") from exc
+        except NetworkError as exc:
+            raise InternalError(f"the sandbox's network could not be set up: {exc}") from exc
         except NoRoom as exc:
             raise Unavailable(f"node {node.name}: {exc}") from exc
         except RuntimeRefused as exc:
@@ -278,12 +309,14 @@ class SandboxService(SavedStates):
             raise InternalError(f"the sandbox did not boot: {exc}") from exc
         return node, vm
 
-    async def _restore_vm(self, snapshot: SnapshotRow) -> tuple[Node, NodeSandbox]:
+    async def _restore_vm(
+        self, snapshot: SnapshotRow, network: NetworkSpec | None
+    ) -> tuple[Node, NodeSandbox]:
         """Boot a sandbox from ``snapshot`` on the node that holds it (no placement: no other
         node has its state). Its id stays ``_busy`` until the caller has written its row.
 
         Raises:
-            SnapshotNotFound, SnapshotFailed, Unavailable, InternalError.
+            SnapshotNotFound, SnapshotFailed, InvalidRequest, Unavailable, InternalError.
         """
         node = self._nodes.get(snapshot.node)
         if node is None:
@@ -294,10 +327,12 @@ class SandboxService(SavedStates):
         self._busy.add(sandbox_id)
         try:
             try:
-                vm = await node.restore(snapshot.id, sandbox_id)
+                vm = await node.restore(snapshot.id, sandbox_id, network=network)
             except BaseException:
                 self._busy.discard(sandbox_id)
                 raise
+        except ValueError as exc:
+            raise InvalidRequest(str(exc), field="network") from exc
         except NodeSnapshotNotFound as exc:
             raise SnapshotFailed(
                 f"snapshot {snapshot.id} is gone from node {node.name}: {exc}"
@@ -306,9 +341,16 @@ class SandboxService(SavedStates):
             raise Unavailable(f"node {node.name}: {exc}") from exc
         except SnapshotError as exc:
             raise SnapshotFailed(f"snapshot {snapshot.id} could not be restored: {exc}") from exc
-        except (RuntimeRefused, VMError) as exc:
+        except (RuntimeRefused, VMError, NetworkError) as exc:
             raise InternalError(f"the sandbox did not start from its snapshot: {exc}") from exc
         return node, vm
+
+    async def _snapshot_network(self, snapshot: SnapshotRow) -> NetworkSpec | None:
+        """The network of the sandbox ``snapshot`` was taken of, as its row holds it now (also
+        once that sandbox is deleted: rows are kept)."""
+        async with self._db.session() as session:
+            source = await session.get(SandboxRow, snapshot.sandbox_id)
+        return loaded(source.network) if source is not None else None
 
     def node(self, name: str) -> Node | None:
         """The configured node of that name."""
@@ -673,7 +715,11 @@ def _from_snapshot(body: SandboxCreate, snapshot: SnapshotRow) -> SandboxCreate:
 
 
 def _request_hash(body: SandboxCreate) -> str:
-    return hashlib.sha256(json.dumps(body.model_dump(), sort_keys=True).encode()).hexdigest()
+    """Of the whole request, secret values included (pydantic masks them in a dump): a retry
+    with another value is another request. ``body.network`` has passed ``requested``."""
+    payload = body.model_dump(mode="json", exclude={"network"})
+    payload["network"] = network_json(body.network.spec()) if body.network is not None else None
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
 def encode_cursor(row: SandboxRow | SnapshotRow) -> str:

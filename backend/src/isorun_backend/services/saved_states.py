@@ -28,9 +28,12 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
+from typing import Any
 
 from isorun_hostd.agent_channel import AgentError, ChannelError
 from isorun_hostd.api.models import NodeSandbox
+from isorun_hostd.net.apply import NetworkError
+from isorun_hostd.net.spec import NetworkSpec
 from isorun_hostd.sandboxes import NoRoom, RuntimeRefused
 from isorun_hostd.snapshots import SnapshotNotFound as NodeSnapshotNotFound
 from isorun_hostd.vm import VMError
@@ -118,7 +121,8 @@ class SavedStates:
 
     async def fork(self, principal: Principal, sandbox_id: str, body: ForkCreate) -> ForkList:
         """``body.count`` clones of a running sandbox (its files and processes as they are),
-        each a new sandbox of the same tenant with the source's labels, env and metadata.
+        each a new sandbox of the same tenant with the source's labels, env, metadata and
+        network (policy and secrets).
         All or none; they count against the quota as creates do.
 
         Raises:
@@ -155,6 +159,7 @@ class SavedStates:
                     expires_at=expires_at,
                     forked_from=sandbox_id,
                     auto_hibernate_s=source.auto_hibernate_s,
+                    network=source.network,
                 )
                 for clone in clones
             ]
@@ -264,16 +269,20 @@ class SavedStates:
             async with self._quotas.reserve(
                 principal.tenant_id, row.vcpus, row.memory_mib
             ) as reservation:
-                await self._resume_vm(sandbox_id, node, reservation)
+                await self._resume_vm(sandbox_id, node, reservation, row.network)
             self._active[sandbox_id] = time.monotonic()
         log.info("sandbox %s resumed", sandbox_id)
         return await self._current(principal, sandbox_id)
 
-    async def _resume_vm(self, sandbox_id: str, node: Node, reservation: str) -> None:
+    async def _resume_vm(
+        self, sandbox_id: str, node: Node, reservation: str, network: dict[str, Any] | None
+    ) -> None:
         self._busy.add(sandbox_id)
         try:
             try:
-                await node.resume(sandbox_id)
+                # Always sent: a node restarted since the hibernation no longer knows it.
+                spec = NetworkSpec.model_validate(network) if network is not None else None
+                await node.resume(sandbox_id, network=spec)
             except NoRoom as exc:
                 raise Unavailable(f"node {node.name}: {exc}") from exc
             except (NodeSnapshotNotFound, SnapshotError) as exc:
@@ -281,7 +290,7 @@ class SavedStates:
                     f"resume of {sandbox_id} failed; it stays hibernated: {exc}",
                     sandbox_id=sandbox_id,
                 ) from exc
-            except (RuntimeRefused, VMError) as exc:
+            except (RuntimeRefused, VMError, NetworkError, ValueError) as exc:
                 raise InternalError(
                     f"resume of {sandbox_id} failed; it stays hibernated: {exc}",
                     sandbox_id=sandbox_id,

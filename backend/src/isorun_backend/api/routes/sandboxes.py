@@ -1,4 +1,5 @@
-"""spec/api.md "Sandboxes": create, list, get, delete, keepalive, fork, hibernate, resume."""
+"""spec/api.md "Sandboxes": create, list, get, delete, keepalive, fork, hibernate, resume;
+"Network": a sandbox's egress policy and secrets."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from isorun_backend.models import (
     MAX_LIST_LIMIT,
     ForkCreate,
     ForkList,
+    NetworkPublic,
+    NetworkUpdate,
     SandboxCreate,
     SandboxList,
     SandboxPublic,
@@ -112,6 +115,22 @@ async def resume_sandbox(
     sandbox_id: str, principal: PrincipalDep, sandboxes: SandboxesDep
 ) -> SandboxPublic:
     return await sandboxes.resume(principal, sandbox_id)
+
+
+@router.get("/{sandbox_id}/network", name="network", responses=responses(404))
+async def get_network(
+    sandbox_id: str, principal: PrincipalDep, sandboxes: SandboxesDep
+) -> NetworkPublic:
+    return await sandboxes.network(principal, sandbox_id)
+
+
+@router.patch(
+    "/{sandbox_id}/network", name="update-network", responses=responses(400, 404, 409, 422, 503)
+)
+async def update_network(
+    sandbox_id: str, body: NetworkUpdate, principal: PrincipalDep, sandboxes: SandboxesDep
+) -> NetworkPublic:
+    return await sandboxes.update_network(principal, sandbox_id, body)
 
 
 def _labels(pairs: list[str]) -> dict[str, str]:
