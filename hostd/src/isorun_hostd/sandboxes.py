@@ -24,6 +24,8 @@ a restore:  target: a waiting QEMU of the shape (vm/incoming.py) or a new one â”
             refilled in the background soon after (at once after each save: a resume or fork
             may follow)
 ```
+Each of these steps that succeeds, and each exec's start (or the guest's refusal) and end, is an
+entry in ``Runtime.audit``, the node's HMAC chain (audit/, docs/audit.md), opened first by start.
 A restore repeats the saved VM's argv (shape, image disk, boot files) and is refused with a clear
 error when any of those changed since the save. Every VM boots with the same hostname
 (``BOOT_HOSTNAME``) and gets its sandbox's from the identity op, so no argv names a sandbox.
