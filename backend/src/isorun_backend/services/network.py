@@ -91,15 +91,7 @@ def public(spec: NetworkSpec | None, drops: dict[str, int] | None) -> NetworkPub
         profile=spec.policy.profile,
         allow=list(spec.policy.allow),
         deny=list(spec.policy.deny),
-        secrets=[
-            SecretPublic(
-                name=secret.name,
-                upstream=str(secret.upstream),
-                header_name=secret.header_name,
-                base_url_env=secret.base_url_env,
-            )
-            for secret in spec.secrets
-        ],
+        secrets=[SecretPublic.from_spec(secret) for secret in spec.secrets],
         drops=drops,
     )
 

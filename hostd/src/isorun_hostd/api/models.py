@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from isorun_hostd.net.spec import EgressPolicy, NetworkSpec
+from isorun_hostd.net.spec import EgressPolicy, NetworkSpec, SecretSpec
 
 MAX_SANDBOX_ID_CHARS = 32
 # Ids name run folders and socket paths, so they are kept to a safe alphabet.
@@ -130,6 +130,15 @@ class NodeSecret(BaseModel):
     header_name: str
     base_url_env: str | None
 
+    @classmethod
+    def from_spec(cls, secret: SecretSpec) -> Self:
+        return cls(
+            name=secret.name,
+            upstream=str(secret.upstream),
+            header_name=secret.header_name,
+            base_url_env=secret.base_url_env,
+        )
+
 
 class NodeNetwork(BaseModel):
     """GET /sandboxes/{id}/network: the policy enforced now, the secrets the proxy injects and
@@ -142,15 +151,7 @@ class NodeNetwork(BaseModel):
 
     @classmethod
     def from_spec(cls, spec: NetworkSpec, drops: dict[str, int] | None) -> NodeNetwork:
-        secrets = [
-            NodeSecret(
-                name=secret.name,
-                upstream=str(secret.upstream),
-                header_name=secret.header_name,
-                base_url_env=secret.base_url_env,
-            )
-            for secret in spec.secrets
-        ]
+        secrets = [NodeSecret.from_spec(secret) for secret in spec.secrets]
         return cls(policy=spec.policy, secrets=secrets, drops=drops)
 
 
