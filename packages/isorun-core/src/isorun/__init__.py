@@ -17,7 +17,7 @@ import logging
 
 from isorun._async_sandbox import AsyncSandbox, SandboxCreation
 from isorun._audit import AsyncAudit, Audit
-from isorun._base import USE_CLIENT_DEFAULT
+from isorun._base import USE_CLIENT_DEFAULT, Secret
 from isorun._client import AsyncClient, Client
 from isorun._errors import (
     APIError,
@@ -65,13 +65,16 @@ from isorun._models import (
     ExitEvent,
     FileStat,
     Health,
+    NetworkInfo,
     OutputEvent,
     ProcessInfo,
     SandboxInfo,
+    SecretInfo,
     Snapshot,
     StartEvent,
     WriteResult,
 )
+from isorun._network import AsyncNetwork, Network
 from isorun._sandbox import Sandbox
 from isorun._snapshots import AsyncSnapshots, Snapshots
 
@@ -81,6 +84,7 @@ __all__ = [
     "AsyncAudit",
     "AsyncClient",
     "AsyncFiles",
+    "AsyncNetwork",
     "AsyncSandbox",
     "AsyncSnapshots",
     "Audit",
@@ -107,7 +111,9 @@ __all__ = [
     "ImageUnavailable",
     "InvalidRequest",
     "IsorunError",
+    "Network",
     "NetworkError",
+    "NetworkInfo",
     "NotFound",
     "OutcomeUnknown",
     "OutputEvent",
@@ -123,6 +129,8 @@ __all__ = [
     "SandboxInfo",
     "SandboxNotFound",
     "SandboxStateError",
+    "Secret",
+    "SecretInfo",
     "ServerError",
     "ServiceUnavailable",
     "Snapshot",

@@ -32,6 +32,7 @@ from isorun._base import (
     USE_CLIENT_DEFAULT,
     ClientLease,
     Page,
+    SecretArg,
     TimeoutArg,
     logger,
     own_client_timeout,
@@ -42,6 +43,7 @@ from isorun._errors import IsorunError, SandboxNotFound, UsageError
 from isorun._files import AsyncFiles
 from isorun._models import ExecEvent, ExecResult, ProcessInfo, SandboxInfo, Snapshot
 from isorun._ndjson import ExecCollector, ExecStreamDecoder, OutputCallback
+from isorun._network import AsyncNetwork
 
 DEFAULT_PAGE_SIZE = 50
 
@@ -108,6 +110,8 @@ class AsyncSandbox:
 
     files: AsyncFiles
     """The sandbox's filesystem."""
+    network: AsyncNetwork
+    """The sandbox's egress policy and secrets: `await get()`, `await update(...)`."""
 
     def __init__(
         self, client: AsyncClient, info: SandboxInfo, *, owns_client: bool = False
@@ -117,6 +121,7 @@ class AsyncSandbox:
         self._info = info
         self._destroyed = False
         self.files = AsyncFiles(client, info.id)
+        self.network = AsyncNetwork(client, info.id)
 
     @classmethod
     def create(
@@ -133,6 +138,8 @@ class AsyncSandbox:
         auto_hibernate_s: int | None = None,
         allow: Sequence[str] | None = None,
         deny: Sequence[str] | None = None,
+        profile: str | None = None,
+        secrets: Sequence[SecretArg] | None = None,
         api_key: str | None = None,
         api_url: str | None = None,
         client: AsyncClient | None = None,
@@ -160,6 +167,8 @@ class AsyncSandbox:
             labels=labels,
             allow=allow,
             deny=deny,
+            profile=profile,
+            secrets=secrets,
             snapshot=snapshot,
             auto_hibernate_s=auto_hibernate_s,
         )

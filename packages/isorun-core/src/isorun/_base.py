@@ -10,7 +10,8 @@ _routes.<route>(...) -> ApiRequest ─┬─> Client.send / AsyncClient.send (I/
                                     └─> error_from_response() / parse_model()
 ```
 
-The exec stream's NDJSON decoding lives beside this, in `_ndjson`.
+The exec stream's NDJSON decoding lives beside this, in `_ndjson`; the create's `network` member
+(`Secret`, `network_body`) is built here too.
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ import json
 import logging
 import os
 import ssl
-from collections.abc import AsyncIterable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from typing import Any, Generic, TypeVar
 
@@ -328,6 +329,91 @@ def _class_for_status(status_code: int) -> type[APIError]:
 
 def _str_or(value: object, default: str | None) -> str | None:
     return value if isinstance(value, str) and value else default
+
+
+# --- network (spec/api.md "Network") ---------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Secret:
+    """A credential the sandbox may use but never read: sent to `upstream` by the host's proxy.
+
+    Attributes:
+        name: The guest's environment variable (`[A-Z_][A-Z0-9_]*`); it holds a placeholder.
+        value: The credential. Sent once, to the API; never shown in `repr` or by the API.
+        upstream: The https base URL the value may go to, and nowhere else.
+        header: The header the proxy sends, `{value}` filled in.
+        base_url_env: An environment variable the guest gets set to the proxy's route for
+            `upstream` (`OPENAI_BASE_URL`, `ANTHROPIC_BASE_URL`), for clients that take one.
+
+    Example:
+        >>> Secret(name="OPENAI_API_KEY", value="sk-...", upstream="https://api.openai.com/v1",
+        ...        base_url_env="OPENAI_BASE_URL")  # doctest: +SKIP
+    """
+
+    name: str
+    value: str = field(repr=False)
+    upstream: str
+    header: str = "Authorization: Bearer {value}"
+    base_url_env: str | None = None
+
+
+SecretArg = Secret | Mapping[str, str | None]
+"""A `Secret`, or a dict of its fields (`{"name": ..., "value": ..., "upstream": ...}`)."""
+
+
+def as_secret(secret: SecretArg) -> Secret:
+    """Raises: UsageError, for a dict with unknown or missing fields."""
+    if isinstance(secret, Secret):
+        return secret
+    try:
+        return Secret(**secret)  # type: ignore[arg-type]  # the fields are checked right here
+    except TypeError as exc:
+        raise UsageError(
+            f"a secret needs name, value and upstream (header, base_url_env optional): {exc}"
+        ) from exc
+
+
+def policy_body(
+    *, profile: str | None, allow: Sequence[str] | None, deny: Sequence[str] | None
+) -> dict[str, object]:
+    """The egress policy fields given, as the API takes them (PATCH: only these change).
+
+    Raises:
+        UsageError: `allow` or `deny` is a string, which would be read as its letters.
+    """
+    if isinstance(allow, str) or isinstance(deny, str):
+        raise UsageError("allow and deny are lists: allow=['pypi.org'], not allow='pypi.org'")
+    body: dict[str, object] = {}
+    if profile is not None:
+        body["profile"] = profile
+    if allow is not None:
+        body["allow"] = list(allow)
+    if deny is not None:
+        body["deny"] = list(deny)
+    return body
+
+
+def network_body(
+    *,
+    profile: str | None,
+    allow: Sequence[str] | None,
+    deny: Sequence[str] | None,
+    secrets: Sequence[SecretArg] | None,
+) -> dict[str, object] | None:
+    """A create's `network` member, or None when no network option was given (no egress).
+
+    Raises:
+        UsageError: As `policy_body`, or a secret dict with unknown or missing fields.
+    """
+    if profile is None and allow is None and deny is None and not secrets:
+        return None
+    body = policy_body(profile=profile, allow=allow, deny=deny)
+    if secrets:
+        body["secrets"] = [
+            {k: v for k, v in asdict(as_secret(s)).items() if v is not None} for s in secrets
+        ]
+    return body
 
 
 # --- answers ---------------------------------------------------------------------------------

@@ -74,6 +74,40 @@ class Snapshot(_Wire):
     created_at: datetime
 
 
+class SecretInfo(_Wire):
+    """A sandbox's secret as the API shows it: never its value (spec/api.md "Network").
+
+    Attributes:
+        name: The guest's environment variable holding a placeholder.
+        upstream: The https base URL the value goes to.
+        header_name: The header the proxy fills with it.
+        base_url_env: The variable set to the proxy's route for `upstream`, if any.
+    """
+
+    name: str
+    upstream: str
+    header_name: str
+    base_url_env: str | None = None
+
+
+class NetworkInfo(_Wire):
+    """A sandbox's network (spec/api.md "Network").
+
+    Attributes:
+        profile: The base rules ("locked-down", "unrestricted", "openai", ...).
+        allow: Names, wildcards and CIDRs opened on top of the profile (allow wins over deny).
+        deny: Names, wildcards and CIDRs closed.
+        secrets: The secrets the host's proxy injects, without their values.
+        drops: Packets refused so far (`dropped`, `spoofed`); None unless the sandbox runs.
+    """
+
+    profile: str = "locked-down"
+    allow: list[str] = Field(default_factory=list)
+    deny: list[str] = Field(default_factory=list)
+    secrets: list[SecretInfo] = Field(default_factory=list)
+    drops: dict[str, int] | None = None
+
+
 class ExecResult(_Wire):
     """The outcome of one command (spec/api.md "Exec", buffered answer).
 

@@ -14,7 +14,14 @@ from urllib.parse import quote
 
 import httpx
 
-from isorun._base import ApiRequest, RequestContent, exec_timeout
+from isorun._base import (
+    ApiRequest,
+    RequestContent,
+    SecretArg,
+    exec_timeout,
+    network_body,
+    policy_body,
+)
 
 NDJSON = "application/x-ndjson"
 
@@ -43,15 +50,19 @@ def create_sandbox(
     labels: Mapping[str, str] | None,
     allow: Sequence[str] | None,
     deny: Sequence[str] | None,
+    profile: str | None = None,
+    secrets: Sequence[SecretArg] | None = None,
     snapshot: str | None = None,
     auto_hibernate_s: int | None = None,
 ) -> ApiRequest:
     """`POST /v1/sandboxes` with a fresh `Idempotency-Key`, reused by this call's retries.
 
-    `allow`/`deny` go out as `"network": {"allow": [...], "deny": [...]}`, only when one is
-    given; the backend may ignore the member until egress policy lands (spec/api.md has no
-    `network` yet). With `snapshot`, the snapshot fixes the image, vCPUs and memory, so those
-    are not sent.
+    `profile`, `allow`, `deny` and `secrets` go out as `"network"`, only when one is given (no
+    `network`: no egress, or from a snapshot, its sandbox's). With `snapshot`, the snapshot
+    fixes the image, vCPUs and memory, so those are not sent.
+
+    Raises:
+        UsageError: A secret dict with unknown or missing fields; `allow`/`deny` a string.
     """
     body: dict[str, object] = {
         "timeout_s": timeout_s,
@@ -65,8 +76,9 @@ def create_sandbox(
         body["snapshot"] = snapshot
     if auto_hibernate_s is not None:
         body["auto_hibernate_s"] = auto_hibernate_s
-    if allow is not None or deny is not None:
-        body["network"] = {"allow": list(allow or []), "deny": list(deny or [])}
+    network = network_body(profile=profile, allow=allow, deny=deny, secrets=secrets)
+    if network is not None:
+        body["network"] = network
     return ApiRequest(
         "POST",
         "/v1/sandboxes",
@@ -153,6 +165,36 @@ def resume_sandbox(sandbox_id: str) -> ApiRequest:
         _sandbox_path(sandbox_id, "/resume"),
         "resume",
         idempotent=True,
+        sandbox_id=sandbox_id,
+    )
+
+
+def get_network(sandbox_id: str) -> ApiRequest:
+    """`GET /v1/sandboxes/{id}/network`."""
+    return ApiRequest(
+        "GET",
+        _sandbox_path(sandbox_id, "/network"),
+        "get network",
+        idempotent=True,
+        sandbox_id=sandbox_id,
+    )
+
+
+def update_network(
+    sandbox_id: str,
+    *,
+    profile: str | None,
+    allow: Sequence[str] | None,
+    deny: Sequence[str] | None,
+) -> ApiRequest:
+    """`PATCH /v1/sandboxes/{id}/network` with the fields given (repeatable: it sets values)."""
+    body = policy_body(profile=profile, allow=allow, deny=deny)
+    return ApiRequest(
+        "PATCH",
+        _sandbox_path(sandbox_id, "/network"),
+        "update network",
+        idempotent=True,
+        json=body,
         sandbox_id=sandbox_id,
     )
 

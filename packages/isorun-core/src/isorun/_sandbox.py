@@ -7,6 +7,7 @@ Sandbox("python")          POST /v1/sandboxes   eager: the VM exists when the ca
   exit of the with-block   DELETE (also when the block raised), then close its own client
 Sandbox.connect(id)        GET: a handle on an existing sandbox (destroy() still deletes it)
 Sandbox.from_snapshot(id)  POST {"snapshot"}: a new sandbox continuing from a snapshot
+sb.network.get / update    GET / PATCH its egress policy (secrets: names only, never values)
 sb.fork(n) / snapshot()    clones (handles sharing this one's client) / a saved state
 sb.hibernate() / resume()  to disk and back; an exec on a hibernated sandbox resumes it
 sb.close()                 release the HTTP connections only; the VM lives to its TTL
@@ -32,6 +33,7 @@ from isorun._base import (
     USE_CLIENT_DEFAULT,
     ClientLease,
     Page,
+    SecretArg,
     TimeoutArg,
     logger,
     own_client_timeout,
@@ -42,6 +44,7 @@ from isorun._errors import IsorunError, SandboxNotFound, UsageError
 from isorun._files import Files
 from isorun._models import ExecEvent, ExecResult, ProcessInfo, SandboxInfo, Snapshot
 from isorun._ndjson import ExecCollector, ExecStreamDecoder, OutputCallback
+from isorun._network import Network
 
 DEFAULT_PAGE_SIZE = 50
 
@@ -84,9 +87,15 @@ class Sandbox:
             `vcpus` and `memory_mib` are then not sent.
         auto_hibernate_s: Let the backend hibernate the sandbox after this many idle seconds
             (no exec, file or process call); the next call resumes it.
-        allow: Egress allow-list (hosts, CIDRs); sent as `network.allow`.
-        deny: Egress deny-list; sent as `network.deny`. The backend may not enforce `network`
-            yet: check its release notes before relying on it.
+        allow: Egress allowed on top of `profile`: host names (`pypi.org`), wildcards
+            (`*.githubusercontent.com`), IPv4 addresses and CIDRs. Allow wins over deny.
+            Without any network option the sandbox has no egress at all.
+        deny: Egress denied: the same kinds of entry (`["0.0.0.0/0"]` closes everything the
+            profile opens but what `allow` lists).
+        profile: The base rules: "locked-down" (the default: nothing), "unrestricted",
+            "claude-code", "openai", "data-science", "web-dev", or the deployment's own.
+        secrets: `Secret`s (or dicts of their fields) the host's proxy injects into requests
+            to their `upstream`; the guest sees only a placeholder. Fixed at create.
         api_key: API key for a client of its own; `ISORUN_API_KEY` when None.
         api_url: API URL for a client of its own; `ISORUN_API_URL` when None.
         client: A `Client` to share with other sandboxes (then pass no connection options);
@@ -98,7 +107,8 @@ class Sandbox:
         UsageError: No API key, or connection options beside `client=`.
         ImageRejected: The image is unknown, floating (latest), or unsafe.
         ImageUnavailable: Its registry could not be reached.
-        InvalidRequest: A value is out of range.
+        InvalidRequest: A value is out of range, or the network is refused (an unknown
+            profile, which the message lists the known ones for; a bad entry or secret).
         QuotaExceeded: The tenant may not create more sandboxes.
         SnapshotNotFound: `snapshot` does not exist (for this tenant).
         SnapshotFailed: The snapshot's state could not be restored.
@@ -112,6 +122,8 @@ class Sandbox:
 
     files: Files
     """The sandbox's filesystem."""
+    network: Network
+    """The sandbox's egress policy and secrets: `get()`, `update(...)`."""
 
     def __init__(
         self,
@@ -127,6 +139,8 @@ class Sandbox:
         auto_hibernate_s: int | None = None,
         allow: Sequence[str] | None = None,
         deny: Sequence[str] | None = None,
+        profile: str | None = None,
+        secrets: Sequence[SecretArg] | None = None,
         api_key: str | None = None,
         api_url: str | None = None,
         client: Client | None = None,
@@ -146,6 +160,8 @@ class Sandbox:
             labels=labels,
             allow=allow,
             deny=deny,
+            profile=profile,
+            secrets=secrets,
             snapshot=snapshot,
             auto_hibernate_s=auto_hibernate_s,
         )
@@ -163,6 +179,7 @@ class Sandbox:
         self._info = info
         self._destroyed = False
         self.files = Files(client, info.id)
+        self.network = Network(client, info.id)
 
     @classmethod
     def from_snapshot(
@@ -301,6 +318,8 @@ class Sandbox:
         auto_hibernate_s: int | None = None,
         allow: Sequence[str] | None = None,
         deny: Sequence[str] | None = None,
+        profile: str | None = None,
+        secrets: Sequence[SecretArg] | None = None,
         api_key: str | None = None,
         api_url: str | None = None,
         client: AsyncClient | None = None,
@@ -328,6 +347,8 @@ class Sandbox:
             auto_hibernate_s=auto_hibernate_s,
             allow=allow,
             deny=deny,
+            profile=profile,
+            secrets=secrets,
             api_key=api_key,
             api_url=api_url,
             client=client,

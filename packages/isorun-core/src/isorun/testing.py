@@ -19,11 +19,13 @@ What it does: sandboxes (create with idempotency keys, get, list with filters an
 keep-alive, delete), fork (clones copy the files), snapshots (save, list, get, delete, create
 from one, deleted with their sandbox unless kept), hibernate and resume (a call on a hibernated
 sandbox resumes it), exec (buffered and NDJSON-streamed) answered from scripted results, the
-process list of past execs, a filesystem per sandbox in a dict, and an audit log of those calls
-(its MACs are unkeyed digests; `break_audit` makes verify report a bad entry), with the error
-codes the spec names. What it does not: run anything (an unscripted command exits 127 saying
-so), enforce quotas, resources or network policy, expire sandboxes, or keep file modes (stat
-says 0o644).
+process list of past execs, a filesystem per sandbox in a dict, an audit log of those calls
+(its MACs are unkeyed digests; `break_audit` makes verify report a bad entry), and each
+sandbox's network (kept as sent, `network_of(id)`; GET shows it without secret values, PATCH
+changes it, forks and restores keep it; an unknown profile is refused as the API does), with the
+error codes the spec names. What it does not: run anything (an unscripted command exits 127
+saying so), enforce quotas, resources or the network policy, expire sandboxes, or keep file
+modes (stat says 0o644).
 `fail_next` makes the next request answer with an error, to test retries and error handling.
 """
 
@@ -50,6 +52,8 @@ _SNAPSHOT_ROUTE = re.compile(r"/v1/snapshots/(?P<id>[^/]+)")
 _AUDIT_ROUTE = re.compile(r"/v1/sandboxes/(?P<id>[^/]+)/audit")
 # Calls that need a running sandbox and do not resume a hibernated one.
 _SAVES = {"/fork", "/snapshots"}
+# The API's built-in egress profiles (docs/network.md).
+PROFILES = ("claude-code", "data-science", "locked-down", "openai", "unrestricted", "web-dev")
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,8 @@ class _FakeSandbox:
     files: dict[str, bytes] = field(default_factory=dict)
     dirs: set[str] = field(default_factory=lambda: {"/", "/tmp"})
     processes: list[dict[str, Any]] = field(default_factory=list)
+    # The create's `network` member as sent (secret values included); None: no egress.
+    network: dict[str, Any] | None = None
 
 
 class _Problem(Exception):
@@ -140,6 +146,11 @@ class FakeBackend(httpx.MockTransport):
     def sandbox_ids(self) -> list[str]:
         """The ids of the sandboxes that exist (not deleted)."""
         return list(self._sandboxes)
+
+    def network_of(self, sandbox_id: str) -> dict[str, Any] | None:
+        """The sandbox's network as the fake holds it: the create's `network` member as sent
+        (secret values included, which the API never returns), after any PATCH."""
+        return copy.deepcopy(self._sandboxes[sandbox_id].network)
 
     @property
     def snapshot_ids(self) -> list[str]:
@@ -214,6 +225,8 @@ class FakeBackend(httpx.MockTransport):
             ("POST", "/snapshots"): self._snapshot,
             ("POST", "/hibernate"): self._hibernate,
             ("POST", "/resume"): self._resume,
+            ("GET", "/network"): lambda sb, _: httpx.Response(200, json=_network_public(sb)),
+            ("PATCH", "/network"): self._update_network,
             ("POST", "/exec"): self._exec,
             ("GET", "/processes"): lambda sb, _: _page(sb.processes),
             ("GET", "/files/content"): self._read,
@@ -232,6 +245,7 @@ class FakeBackend(httpx.MockTransport):
         if key in self._idempotency and self._idempotency[key] in self._sandboxes:
             return httpx.Response(201, json=self._sandboxes[self._idempotency[key]].info)
         body = json.loads(request.content)
+        _check_profile(body.get("network"))
         if body.get("snapshot") is not None:
             return self._restore(body, key)
         now = datetime.now(UTC)
@@ -253,7 +267,7 @@ class FakeBackend(httpx.MockTransport):
             "hibernated_at": None,
             "auto_hibernate_s": body.get("auto_hibernate_s"),
         }
-        self._sandboxes[info["id"]] = _FakeSandbox(info)
+        self._sandboxes[info["id"]] = _FakeSandbox(info, network=body.get("network"))
         if key:
             self._idempotency[key] = info["id"]
         self._record(info["id"], "sandbox.create", {"image": info["image"]})
@@ -278,7 +292,8 @@ class FakeBackend(httpx.MockTransport):
             "from_snapshot": snap["id"],
             "hibernated_at": None,
         }
-        sandbox = _FakeSandbox(info, dict(saved.files), set(saved.dirs))
+        network = body.get("network") or copy.deepcopy(saved.network)
+        sandbox = _FakeSandbox(info, dict(saved.files), set(saved.dirs), network=network)
         self._sandboxes[info["id"]] = sandbox
         if key:
             self._idempotency[key] = info["id"]
@@ -298,7 +313,12 @@ class FakeBackend(httpx.MockTransport):
                 "created_at": datetime.now(UTC).isoformat(),
                 "forked_from": sandbox.info["id"],
             }
-            self._sandboxes[info["id"]] = _FakeSandbox(info, dict(sandbox.files), set(sandbox.dirs))
+            self._sandboxes[info["id"]] = _FakeSandbox(
+                info,
+                dict(sandbox.files),
+                set(sandbox.dirs),
+                network=copy.deepcopy(sandbox.network),
+            )
             self._record(info["id"], "sandbox.create", {"forked_from": sandbox.info["id"]})
             clones.append(info)
         self._record(sandbox.info["id"], "sandbox.fork", {"clone_ids": [c["id"] for c in clones]})
@@ -319,7 +339,12 @@ class FakeBackend(httpx.MockTransport):
             "size_bytes": sum(len(data) for data in sandbox.files.values()),
             "created_at": datetime.now(UTC).isoformat(),
         }
-        saved = _FakeSandbox(copy.deepcopy(info), dict(sandbox.files), set(sandbox.dirs))
+        saved = _FakeSandbox(
+            copy.deepcopy(info),
+            dict(sandbox.files),
+            set(sandbox.dirs),
+            network=copy.deepcopy(sandbox.network),
+        )
         self._snapshots[snap["id"]] = (snap, saved)
         self._record(info["id"], "sandbox.snapshot", {"snapshot_id": snap["id"]})
         return httpx.Response(201, json=snap)
@@ -393,6 +418,19 @@ class FakeBackend(httpx.MockTransport):
         expires = datetime.now(UTC) + timedelta(seconds=timeout_s)
         sandbox.info["expires_at"] = expires.isoformat()
         return httpx.Response(200, json=sandbox.info)
+
+    # --- network ---
+
+    def _update_network(self, sandbox: _FakeSandbox, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content or b"{}")
+        unknown = set(body) - {"profile", "allow", "deny"}
+        if unknown:
+            raise _Problem(422, "invalid_request", f"{sorted(unknown)}: extra inputs")
+        if sandbox.info["state"] not in ("running", "hibernated"):
+            raise _Problem(409, "sandbox_not_running", f"sandbox is {sandbox.info['state']}")
+        _check_profile(body)
+        sandbox.network = {**(sandbox.network or {}), **body}
+        return httpx.Response(200, json=_network_public(sandbox))
 
     # --- audit ---
 
@@ -525,6 +563,36 @@ class FakeBackend(httpx.MockTransport):
             sandbox.files.pop(p, None)
             sandbox.dirs.discard(p)
         return httpx.Response(204)
+
+
+def _check_profile(network: dict[str, Any] | None) -> None:
+    profile = (network or {}).get("profile", "locked-down")
+    if profile not in PROFILES:
+        raise _Problem(
+            400,
+            "invalid_request",
+            f"network: unknown egress profile {profile!r}; known profiles: {', '.join(PROFILES)}",
+        )
+
+
+def _network_public(sandbox: _FakeSandbox) -> dict[str, Any]:
+    """GET /network's answer: the secrets without their values, no drops counted."""
+    network = sandbox.network or {}
+    return {
+        "profile": network.get("profile", "locked-down"),
+        "allow": network.get("allow", []),
+        "deny": network.get("deny", []),
+        "secrets": [
+            {
+                "name": secret["name"],
+                "upstream": secret["upstream"],
+                "header_name": secret.get("header", "Authorization: Bearer {value}").split(":")[0],
+                "base_url_env": secret.get("base_url_env"),
+            }
+            for secret in network.get("secrets", [])
+        ],
+        "drops": {"dropped": 0, "spoofed": 0} if sandbox.info["state"] == "running" else None,
+    }
 
 
 def _page(items: list[dict[str, Any]]) -> httpx.Response:
