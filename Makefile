@@ -44,6 +44,7 @@ bench: setup
 	ISORUN_TEMPLATES=false uv run python -m bench.boot
 	uv run python -m bench.api
 	uv run python -m bench.snapshots
+	uv run python -m bench.network
 
 clean:
 	rm -rf agent/bin
