@@ -5,6 +5,10 @@ isorun up [--port N] [--data-dir DIR] [--local-images]   backend + embedded host
 isorun keys create|revoke KEY_ID|ls [--data-dir DIR]     the database directly (works while up runs)
 isorun run IMAGE -- CMD [ARG...]     create, stream CMD's output, destroy; exit with CMD's status
 isorun run --snapshot SNAP -- CMD    the same in a sandbox started from a snapshot
+isorun create IMAGE [--timeout-s N]  create a sandbox that lives to its TTL; print its id
+  run and create take --allow X --deny Y --profile P --secret NAME@UPSTREAM (_cli_network),
+  before IMAGE: `isorun run --allow pypi.org python -- pip download x`
+isorun network show ID | set ID ...  a sandbox's egress policy, secret names, packets refused
 isorun exec ID -- CMD [ARG...]       the same in an existing sandbox
 isorun ls | rm ID                    list / delete the key's sandboxes
 isorun fork ID [-n N]                clone a running sandbox; prints the clones' ids
@@ -51,6 +55,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
+from isorun import _cli_network
 from isorun._async_sandbox import AsyncSandbox
 from isorun._base import ApiRequest
 from isorun._client import AsyncClient
@@ -121,21 +126,7 @@ def _parser() -> argparse.ArgumentParser:
     _data_dir_option(listing)
     listing.set_defaults(handler=_keys_ls)
 
-    run = commands.add_parser("run", help="create a sandbox, run a command in it, destroy it")
-    run.add_argument("image", nargs="?", help="short name (python) or OCI reference")
-    run.add_argument("--snapshot", help="start from this snapshot (snap-...) instead of an image")
-    run.add_argument("--memory-mib", type=int, default=1024)
-    run.add_argument("--vcpus", type=int, default=1)
-    run.add_argument("--timeout", type=float, default=None, help="seconds the command may run")
-    run.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARG...]")
-    run.set_defaults(handler=_run)
-
-    exec_ = commands.add_parser("exec", help="run a command in an existing sandbox")
-    exec_.add_argument("sandbox_id")
-    exec_.add_argument("--timeout", type=float, default=None, help="seconds the command may run")
-    exec_.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARG...]")
-    exec_.set_defaults(handler=_exec)
-
+    _sandbox_commands(commands)
     commands.add_parser("ls", help="list sandboxes").set_defaults(handler=_ls)
     rm = commands.add_parser("rm", help="delete a sandbox")
     rm.add_argument("sandbox_id")
@@ -146,8 +137,36 @@ def _parser() -> argparse.ArgumentParser:
     usage.add_argument("--until", help="RFC 3339 time with a zone (default: now)")
     usage.set_defaults(handler=_usage)
     _audit_commands(commands)
+    _cli_network.add_commands(commands)
     commands.add_parser("doctor", help="check this host and the API").set_defaults(handler=_doctor)
     return parser
+
+
+def _sandbox_commands(commands: Any) -> None:
+    """run, create, exec."""
+    run = commands.add_parser("run", help="create a sandbox, run a command in it, destroy it")
+    run.add_argument("image", nargs="?", help="short name (python) or OCI reference")
+    run.add_argument("--snapshot", help="start from this snapshot (snap-...) instead of an image")
+    run.add_argument("--memory-mib", type=int, default=1024)
+    run.add_argument("--vcpus", type=int, default=1)
+    run.add_argument("--timeout", type=float, default=None, help="seconds the command may run")
+    _cli_network.add_policy_options(run, create=True)
+    run.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARG...]")
+    run.set_defaults(handler=_run)
+
+    create_ = commands.add_parser("create", help="create a sandbox and print its id")
+    create_.add_argument("image", help="short name (python) or OCI reference")
+    create_.add_argument("--memory-mib", type=int, default=1024)
+    create_.add_argument("--vcpus", type=int, default=1)
+    create_.add_argument("--timeout-s", type=int, default=300, help="time to live (seconds)")
+    _cli_network.add_policy_options(create_, create=True)
+    create_.set_defaults(handler=_create)
+
+    exec_ = commands.add_parser("exec", help="run a command in an existing sandbox")
+    exec_.add_argument("sandbox_id")
+    exec_.add_argument("--timeout", type=float, default=None, help="seconds the command may run")
+    exec_.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD [ARG...]")
+    exec_.set_defaults(handler=_exec)
 
 
 def _saved_state_commands(commands: Any) -> None:
@@ -471,10 +490,13 @@ def _run(args: argparse.Namespace) -> int:
     argv = _argv(args.command)
 
     async def run() -> int:
+        network = _cli_network.network_kwargs(args)
         if args.snapshot is not None:
-            creation = AsyncSandbox.from_snapshot(args.snapshot)
+            creation = AsyncSandbox.create(snapshot=args.snapshot, **network)
         else:
-            creation = AsyncSandbox.create(args.image, vcpus=args.vcpus, memory_mib=args.memory_mib)
+            creation = AsyncSandbox.create(
+                args.image, vcpus=args.vcpus, memory_mib=args.memory_mib, **network
+            )
         source = args.image or args.snapshot
         sandbox = await _with_elapsed(f"creating a sandbox from {source}", creation)
         try:
@@ -483,6 +505,23 @@ def _run(args: argparse.Namespace) -> int:
             await sandbox.destroy()
 
     return asyncio.run(run())
+
+
+def _create(args: argparse.Namespace) -> int:
+    async def create() -> int:
+        creation = AsyncSandbox.create(
+            args.image,
+            vcpus=args.vcpus,
+            memory_mib=args.memory_mib,
+            timeout_s=args.timeout_s,
+            **_cli_network.network_kwargs(args),
+        )
+        sandbox = await _with_elapsed(f"creating a sandbox from {args.image}", creation)
+        await sandbox.aclose()
+        print(sandbox.id)
+        return 0
+
+    return asyncio.run(create())
 
 
 def _exec(args: argparse.Namespace) -> int:
