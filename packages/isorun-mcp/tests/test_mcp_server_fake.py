@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from isorun import AsyncSandbox
+from isorun import AsyncClient, AsyncSandbox, Secret
 from isorun.testing import FakeBackend
+from isorun_mcp import build_server
 from mcp import ClientSession
+from mcp.shared.memory import create_connected_server_and_client_session
 from mcp.types import CallToolResult, TextContent
 
 CORE = {
@@ -31,6 +33,7 @@ FULL_EXTRA = {
     "sandbox_delete_snapshot",
     "sandbox_hibernate",
     "sandbox_resume",
+    "sandbox_network",
 }
 
 
@@ -224,3 +227,51 @@ async def test_full_profile_fork_snapshot_hibernate_resume(connect: Any, fake: F
         assert "snapshot not found" in text
         text = await call_error(client, "sandbox_create", snapshot=snap["snapshot_id"])
         assert "snapshot not found" in text
+
+
+async def test_create_takes_the_egress_policy_and_network_shows_it(
+    connect: Any, fake: FakeBackend
+) -> None:
+    async with connect("full") as client:
+        created = await call(
+            client,
+            "sandbox_create",
+            allow=["pypi.org"],
+            deny=["0.0.0.0/0"],
+            profile="openai",
+        )
+        sandbox_id = created["sandbox_id"]
+        assert fake.network_of(sandbox_id) == {
+            "allow": ["pypi.org"],
+            "deny": ["0.0.0.0/0"],
+            "profile": "openai",
+        }
+        network = await call(client, "sandbox_network", sandbox_id=sandbox_id)
+        assert network == {
+            "sandbox_id": sandbox_id,
+            "profile": "openai",
+            "allow": ["pypi.org"],
+            "deny": ["0.0.0.0/0"],
+            "secrets": [],
+            "dropped_packets": 0,
+        }
+        text = await call_error(client, "sandbox_create", profile="nope")
+        assert "known profiles" in text
+
+
+async def test_secrets_come_from_the_server_never_the_model(fake: FakeBackend) -> None:
+    secret = Secret(name="OPENAI_API_KEY", value="sk-server", upstream="https://api.openai.com/v1")
+    server = build_server(
+        "full",
+        client_factory=lambda: AsyncClient(api_key=fake.api_key, transport=fake),
+        secrets=[secret],
+    )
+    async with create_connected_server_and_client_session(server) as client:
+        tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+        assert "secrets" not in tools["sandbox_create"].inputSchema["properties"]
+        sandbox_id = (await call(client, "sandbox_create"))["sandbox_id"]
+        sent = fake.network_of(sandbox_id)
+        assert sent is not None and sent["secrets"][0]["value"] == "sk-server"
+        network = await call(client, "sandbox_network", sandbox_id=sandbox_id)
+        assert network["secrets"] == ["OPENAI_API_KEY -> https://api.openai.com/v1"]
+        assert "sk-server" not in str(network)

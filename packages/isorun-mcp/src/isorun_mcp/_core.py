@@ -45,9 +45,27 @@ async def sandbox_create(  # noqa: PLR0917 - FastMCP passes tool arguments by na
             "image, vcpus and memory."
         ),
     ] = None,
+    allow: Annotated[
+        list[str] | None,
+        Field(
+            description="Egress to open: host names (pypi.org), *.wildcards, IPv4 addresses or "
+            "CIDRs. Without allow, deny or profile the sandbox has no network access at all."
+        ),
+    ] = None,
+    deny: Annotated[
+        list[str] | None,
+        Field(description="Egress to close, same kinds of entry; allow wins over deny."),
+    ] = None,
+    profile: Annotated[
+        str | None,
+        Field(
+            description='Base egress rules: "locked-down" (nothing), "unrestricted", "openai", '
+            '"claude-code", "data-science" or "web-dev".'
+        ),
+    ] = None,
 ) -> SandboxResult:
     """Boot a new sandbox (a microVM from an OCI image, or from a snapshot) and return its
-    sandbox_id."""
+    sandbox_id. It has no network access unless allow or profile opens some."""
     session = sandboxes(ctx)
     with tool_errors():
         sandbox = await AsyncSandbox.create(
@@ -56,6 +74,10 @@ async def sandbox_create(  # noqa: PLR0917 - FastMCP passes tool arguments by na
             memory_mib=memory_mib,
             timeout_s=timeout_s,
             snapshot=snapshot,
+            allow=allow,
+            deny=deny,
+            profile=profile,
+            secrets=session.secrets,
             client=session.client,
         )
     session.remember(sandbox)

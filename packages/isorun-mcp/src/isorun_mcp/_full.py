@@ -2,8 +2,9 @@
 
 Sandbox listing and keep-alive, the process list, file stat/mkdir/remove/rename, and the saved
 states: fork, snapshots (save, list, delete; `sandbox_create(snapshot=...)` starts from one),
-hibernate and resume. Public URLs join this profile when the API has them, so a host that picked
-"full" gets them without a configuration change.
+hibernate and resume; and the sandbox's network (policy, secret names, packets refused). Public
+URLs join this profile when the API has them, so a host that picked "full" gets them without a
+configuration change.
 """
 
 from typing import Annotated
@@ -17,6 +18,7 @@ from isorun_mcp._core import GuestPath, SandboxId, SessionContext, sandboxes
 from isorun_mcp._results import (
     FileEntry,
     Forked,
+    Network,
     PathDone,
     Process,
     ProcessList,
@@ -164,6 +166,13 @@ async def sandbox_resume(ctx: SessionContext, sandbox_id: SandboxId) -> SandboxR
         return SandboxResult.of(await sandbox.resume())
 
 
+async def sandbox_network(ctx: SessionContext, sandbox_id: SandboxId) -> Network:
+    """Show the sandbox's egress policy, the secrets its host injects (names, never values)
+    and how many packets it has had refused."""
+    async with sandboxes(ctx).use(sandbox_id) as sandbox:
+        return Network.of(sandbox_id, await sandbox.network.get())
+
+
 def register(server: FastMCP[Sandboxes]) -> None:
     """Add the full profile's extra tools to `server` (after the core ones)."""
     server.tool(annotations=ToolAnnotations(readOnlyHint=True))(sandbox_list)
@@ -179,3 +188,4 @@ def register(server: FastMCP[Sandboxes]) -> None:
     server.tool(annotations=ToolAnnotations(destructiveHint=True))(sandbox_delete_snapshot)
     server.tool(annotations=ToolAnnotations(idempotentHint=True))(sandbox_hibernate)
     server.tool(annotations=ToolAnnotations(idempotentHint=True))(sandbox_resume)
+    server.tool(annotations=ToolAnnotations(readOnlyHint=True))(sandbox_network)

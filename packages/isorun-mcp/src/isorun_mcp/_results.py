@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from isorun import ExecResult, FileStat, ProcessInfo, SandboxInfo
+from isorun import ExecResult, FileStat, NetworkInfo, ProcessInfo, SandboxInfo
 from isorun import Snapshot as SnapshotInfo
 from pydantic import BaseModel
 
@@ -199,3 +199,26 @@ class SnapshotDeleted(BaseModel):
 
     snapshot_id: str
     deleted: bool
+
+
+class Network(BaseModel):
+    """A sandbox's egress policy, the secrets its host injects (names only) and the packets
+    refused so far (null unless it runs)."""
+
+    sandbox_id: str
+    profile: str
+    allow: list[str]
+    deny: list[str]
+    secrets: list[str]
+    dropped_packets: int | None
+
+    @classmethod
+    def of(cls, sandbox_id: str, info: NetworkInfo) -> Network:
+        return cls(
+            sandbox_id=sandbox_id,
+            profile=info.profile,
+            allow=info.allow,
+            deny=info.deny,
+            secrets=[f"{secret.name} -> {secret.upstream}" for secret in info.secrets],
+            dropped_packets=None if info.drops is None else sum(info.drops.values()),
+        )

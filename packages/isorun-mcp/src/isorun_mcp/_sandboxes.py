@@ -18,7 +18,7 @@ SnapshotFailed, other API or transport errors path, so the model can correct its
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 
 from isorun import (
@@ -29,6 +29,7 @@ from isorun import (
     NotFound,
     SandboxNotFound,
     SandboxStateError,
+    Secret,
     SnapshotFailed,
     SnapshotNotFound,
 )
@@ -40,10 +41,13 @@ class Sandboxes:
 
     Args:
         client: The client every call goes through; closed by `aclose`.
+        secrets: Given to every sandbox `sandbox_create` makes: the server's configuration
+            holds them, so that no value passes through the model.
     """
 
-    def __init__(self, client: AsyncClient) -> None:
+    def __init__(self, client: AsyncClient, secrets: Sequence[Secret] = ()) -> None:
         self.client = client
+        self.secrets = tuple(secrets)
         self._handles: dict[str, AsyncSandbox] = {}
 
     def remember(self, sandbox: AsyncSandbox) -> None:

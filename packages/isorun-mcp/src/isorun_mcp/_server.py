@@ -4,8 +4,12 @@
 profile "core"   sandbox_create · sandbox_exec · sandbox_read_file · sandbox_write_file
                  sandbox_list_dir · sandbox_delete
 profile "full"   core + sandbox_list · sandbox_keep_alive · sandbox_processes · sandbox_stat
-                 sandbox_mkdir · sandbox_remove · sandbox_rename
+                 sandbox_mkdir · sandbox_remove · sandbox_rename · fork, snapshots, hibernate ·
+                 sandbox_network
 ```
+`sandbox_create` takes the egress policy (`profile`, `allow`, `deny`) from the model; secrets
+come only from the server's configuration (`secrets=`, `isorun-mcp --secret`) and go to every
+sandbox it creates, so no value passes through the model.
 The server's lifespan runs once per MCP session: it opens the session's `isorun.AsyncClient`
 (from `client_factory`, by default configured from ISORUN_API_URL / ISORUN_API_KEY) and closes
 it when the session ends. Sandboxes are not destroyed then: they expire on their `timeout_s`.
@@ -13,11 +17,11 @@ it when the session ends. Sandboxes are not destroyed then: they expire on their
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Literal
 
-from isorun import AsyncClient
+from isorun import AsyncClient, Secret
 from mcp.server.fastmcp import FastMCP
 
 from isorun_mcp import _core, _full
@@ -36,6 +40,7 @@ def build_server(
     profile: Profile = "core",
     *,
     client_factory: Callable[[], AsyncClient] = AsyncClient,
+    secrets: Sequence[Secret] = (),
     host: str = "127.0.0.1",
     port: int = 8000,
 ) -> FastMCP[Sandboxes]:
@@ -45,6 +50,8 @@ def build_server(
         profile: "core" for the six basic tools, "full" for every tool the API supports.
         client_factory: Makes each session's client; the default reads ISORUN_API_URL and
             ISORUN_API_KEY from the environment.
+        secrets: Given to every sandbox `sandbox_create` makes (the host's proxy injects each
+            into requests to its upstream; the guest sees a placeholder).
         host: Where the streamable-HTTP transport listens.
         port: Its port; the endpoint is `/mcp`.
 
@@ -61,7 +68,7 @@ def build_server(
 
     @asynccontextmanager
     async def lifespan(_: FastMCP[Sandboxes]) -> AsyncIterator[Sandboxes]:
-        session = Sandboxes(client_factory())
+        session = Sandboxes(client_factory(), secrets)
         try:
             yield session
         finally:
