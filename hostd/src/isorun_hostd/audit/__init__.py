@@ -9,7 +9,7 @@ Other subsystems record through ``AuditChain.record`` (``Runtime.audit.record``)
 ``net.peers.AuditSink``. docs/audit.md has the threat model.
 """
 
-from isorun_hostd.audit.chain import AuditChain, load_key, read_head, verify_folder
+from isorun_hostd.audit.chain import AuditChain, load_key, verify_folder
 from isorun_hostd.audit.errors import AuditError, AuditKeyError
 from isorun_hostd.audit.record import Entry
 from isorun_hostd.audit.verify import Finding, Report, verify
@@ -22,7 +22,6 @@ __all__ = [
     "Finding",
     "Report",
     "load_key",
-    "read_head",
     "verify",
     "verify_folder",
 ]
