@@ -50,9 +50,14 @@ provider = registry.create_provider("isorun")
 out["provider_class"] = type(provider).__module__ + ":" + type(provider).__name__
 out["is_sandbox_provider"] = isinstance(provider, SandboxProvider)
 
-backend = provider.get_or_create()
+backend = provider.get_or_create(allow=["pypi.org"], profile="web-dev")
 sandbox_id = backend.id
 try:
+    import isorun
+    handle = isorun.Sandbox.connect(sandbox_id)
+    network = handle.network.get()
+    handle.close()  # not destroy: the provider deletes it below
+    out["network"] = [network.profile, network.allow]
     hi = backend.execute("echo hi")
     out["echo"] = [hi.output, hi.exit_code]
     out["pwd"] = backend.execute("pwd").output.strip()
@@ -120,6 +125,7 @@ def test_dcode_registry_drives_isorun_provider(up: Up, dcode_python: Path, tmp_p
     }
     assert out["provider_class"] == "isorun_langchain.provider:IsorunProvider"
     assert out["is_sandbox_provider"]
+    assert out["network"] == ["web-dev", ["pypi.org"]]
     assert out["echo"] == ["hi", 0]
     assert out["pwd"] == "/workspace"
     assert out["write_error"] is None

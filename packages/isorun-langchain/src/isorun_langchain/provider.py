@@ -41,6 +41,7 @@ except ModuleNotFoundError as error:  # pragma: no cover - depends on the enviro
     raise ImportError(msg) from error
 
 from isorun import IsorunError, NotFound, Sandbox
+from isorun._base import SecretArg
 
 from isorun_langchain._sandbox import DEFAULT_TIMEOUT_S, IsorunSandbox
 
@@ -97,6 +98,8 @@ class IsorunProvider(SandboxProvider):
         labels: Mapping[str, str] | None = None,
         allow: Sequence[str] | None = None,
         deny: Sequence[str] | None = None,
+        profile: str | None = None,
+        secrets: Sequence[SecretArg] | None = None,
         command_timeout_s: int = DEFAULT_TIMEOUT_S,
         **kwargs: Any,
     ) -> IsorunSandbox:
@@ -113,8 +116,14 @@ class IsorunProvider(SandboxProvider):
             timeout_s: Time to live of a new VM, in seconds.
             env: Default environment of every command in a new VM.
             labels: Labels of a new VM.
-            allow: Egress allow-list of a new VM.
-            deny: Egress deny-list of a new VM.
+            allow: Egress a new VM may reach (host names, *.wildcards, CIDRs); with none of
+                `allow`, `deny` and `profile` it has no network at all.
+            deny: Egress closed to a new VM; `allow` wins over it.
+            profile: The egress profile of a new VM ("claude-code", "openai", ...).
+            secrets: Secrets of a new VM, as `isorun.Secret` fields (`{name, value,
+                upstream, header?, base_url_env?}`), injected by the host into requests to
+                their upstream. Keep values out of config.toml: build them from the
+                environment.
             command_timeout_s: Default limit of each command (`execute(timeout=None)`).
             **kwargs: Refused: any other argument raises `TypeError`.
 
@@ -143,6 +152,8 @@ class IsorunProvider(SandboxProvider):
                 labels=labels,
                 allow=allow,
                 deny=deny,
+                profile=profile,
+                secrets=secrets,
             )
         with self._lock:
             self._sandboxes[sandbox.id] = sandbox
@@ -200,6 +211,8 @@ class IsorunProvider(SandboxProvider):
         labels: Mapping[str, str] | None,
         allow: Sequence[str] | None,
         deny: Sequence[str] | None,
+        profile: str | None,
+        secrets: Sequence[SecretArg] | None,
     ) -> Sandbox:
         try:
             sandbox = Sandbox(
@@ -211,6 +224,8 @@ class IsorunProvider(SandboxProvider):
                 labels=labels,
                 allow=allow,
                 deny=deny,
+                profile=profile,
+                secrets=secrets,
                 api_key=self._api_key,
                 api_url=self._api_url,
             )
