@@ -174,3 +174,24 @@ def test_create_agent_uses_the_thread_sandbox(
     assert out["messages"][-2].content == "wrote /w/a.txt (1 bytes)"
     assert sandboxes.get(thread("ca")).files.read_text("/w/a.txt") == "x"
     assert len(fake.sandbox_ids) == 1
+
+
+def test_every_thread_sandbox_gets_the_network_options(fake: FakeBackend) -> None:
+    secret = isorun.Secret(name="OPENAI_API_KEY", value="sk-1", upstream="https://api.openai.com")
+    with ThreadSandboxes(
+        allow=["pypi.org"],
+        deny=["0.0.0.0/0"],
+        profile="openai",
+        secrets=[secret],
+        transport=fake,
+        api_key=fake.api_key,
+    ) as pool:
+        for thread_id in ("t1", "t2"):
+            sent = fake.network_of(pool.get(thread(thread_id)).id)
+            assert sent is not None
+            assert (sent["allow"], sent["deny"], sent["profile"]) == (
+                ["pypi.org"],
+                ["0.0.0.0/0"],
+                "openai",
+            )
+            assert [s["name"] for s in sent["secrets"]] == ["OPENAI_API_KEY"]

@@ -17,11 +17,11 @@ VM's filesystem is a side effect outside the checkpoint, so time travel does not
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 
 import httpx
-from isorun import Client, Sandbox, UsageError
+from isorun import Client, Sandbox, Secret, UsageError
 from langchain_core.runnables import RunnableConfig
 from langchain_core.tools import BaseTool
 from langgraph.config import get_config
@@ -63,6 +63,12 @@ class ThreadSandboxes:
             longer finds its VM gone.
         env: Default environment of every exec.
         labels: Labels of every sandbox (the thread id goes into metadata).
+        allow: Egress every sandbox may reach (host names, wildcards, CIDRs); with none of
+            `allow`, `deny`, `profile` the sandboxes have no network (see `isorun.Sandbox`).
+        deny: Egress closed to every sandbox.
+        profile: The egress profile of every sandbox ("openai", "claude-code", ...).
+        secrets: `isorun.Secret`s every sandbox gets (injected by the host, never readable in
+            the guest).
         api_key: API key; `ISORUN_API_KEY` when None.
         api_url: API URL; `ISORUN_API_URL` when None.
         client: A `Client` to use instead of one of its own (then pass no connection options);
@@ -87,6 +93,10 @@ class ThreadSandboxes:
         timeout_s: int = 1800,
         env: Mapping[str, str] | None = None,
         labels: Mapping[str, str] | None = None,
+        allow: Sequence[str] | None = None,
+        deny: Sequence[str] | None = None,
+        profile: str | None = None,
+        secrets: Sequence[Secret] | None = None,
         api_key: str | None = None,
         api_url: str | None = None,
         client: Client | None = None,
@@ -102,6 +112,10 @@ class ThreadSandboxes:
         self._timeout_s = timeout_s
         self._env = env
         self._labels = labels
+        self._allow = allow
+        self._deny = deny
+        self._profile = profile
+        self._secrets = secrets
         # _lock guards the two dicts and _closed; a per-thread lock is held while that thread's
         # VM boots, so one conversation boots one VM without making the others wait.
         self._lock = threading.Lock()
@@ -148,6 +162,10 @@ class ThreadSandboxes:
             labels=self._labels,
             metadata={THREAD_METADATA_KEY: thread_id},
             snapshot=snapshot,
+            allow=self._allow,
+            deny=self._deny,
+            profile=self._profile,
+            secrets=self._secrets,
             client=self._client,
         )
 
