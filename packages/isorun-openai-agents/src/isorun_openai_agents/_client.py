@@ -17,6 +17,7 @@ hydrates from the snapshot.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import httpx
@@ -41,6 +42,9 @@ class IsorunSandboxClient(BaseSandboxClient[IsorunSandboxClientOptions]):
         api_key: Its key; default `ISORUN_API_KEY`.
         client: A shared `isorun.AsyncClient`, instead of `api_url` / `api_key` / `transport`.
         transport: An httpx transport, such as `isorun.testing.FakeBackend`.
+        secrets: `isorun.Secret`s every VM gets: the host injects each into requests to its
+            upstream, the guest sees a placeholder. Held here, never in the options that are
+            serialized with run state.
         instrumentation: The SDK's session event instrumentation.
         dependencies: The SDK's per-session dependency template.
 
@@ -61,6 +65,7 @@ class IsorunSandboxClient(BaseSandboxClient[IsorunSandboxClientOptions]):
         api_key: str | None = None,
         client: isorun.AsyncClient | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        secrets: Sequence[isorun.Secret] = (),
         instrumentation: Instrumentation | None = None,
         dependencies: Dependencies | None = None,
     ) -> None:
@@ -71,6 +76,7 @@ class IsorunSandboxClient(BaseSandboxClient[IsorunSandboxClientOptions]):
             if client is not None
             else {"api_url": api_url, "api_key": api_key, "transport": transport}
         )
+        self._secrets = tuple(secrets)
         self._instrumentation = instrumentation or Instrumentation()
         self._dependencies = dependencies
 
@@ -145,6 +151,8 @@ class IsorunSandboxClient(BaseSandboxClient[IsorunSandboxClientOptions]):
             labels=options.labels,
             allow=options.allow,
             deny=options.deny,
+            profile=options.profile,
+            secrets=self._secrets,
             **self._connection,
         )
 

@@ -2,8 +2,8 @@
 
 The Agents SDK keeps options in a global registry keyed by `type` so that they survive a JSON
 round-trip (`BaseSandboxClientOptions.parse`); ours register under "isorun". Connection
-settings (API URL and key) are not options: options get serialized with run state, and a key
-must never be. They go to `IsorunSandboxClient` instead.
+settings (API URL and key) and secrets are not options: options get serialized with run state,
+and a key must never be. They go to `IsorunSandboxClient` instead.
 """
 
 from __future__ import annotations
@@ -24,8 +24,11 @@ class IsorunSandboxClientOptions(BaseSandboxClientOptions):
         timeout_s: Seconds until isorun destroys the VM unless kept alive.
         env: Environment of every process in the VM (the manifest's environment is added per
             command on top of it).
-        allow: Egress allowlist (hosts or CIDRs); None keeps the server's default policy.
-        deny: Egress denylist.
+        allow: Egress allowed (host names, *.wildcards, addresses, CIDRs). With none of
+            `allow`, `deny` and `profile` the VM has no network at all.
+        deny: Egress denied; `allow` wins over it.
+        profile: The egress profile the lists adjust ("openai", "claude-code", ...; default
+            "locked-down", nothing).
         labels: Labels on the sandbox, for `isorun ls` and listing filters.
     """
 
@@ -37,4 +40,5 @@ class IsorunSandboxClientOptions(BaseSandboxClientOptions):
     env: dict[str, str] = Field(default_factory=dict)
     allow: tuple[str, ...] | None = None
     deny: tuple[str, ...] | None = None
+    profile: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
