@@ -4,10 +4,12 @@ posting, force-stop) against an in-memory Managed Agents API."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from anthropic.types.beta.environments import BetaSelfHostedWork
 from claude_managed_agents_api import ManagedAgentsAPI
-from isorun import AsyncClient, Sandbox
+from isorun import AsyncClient, Sandbox, Secret
 from isorun.testing import FakeBackend
 from isorun_claude.worker import IsorunEnvironmentWorker, main
 
@@ -80,3 +82,18 @@ def test_cli_needs_the_environment_id_and_key(
         main(["--environment-id", "env_1"])
     assert exited.value.code == 2
     assert "ANTHROPIC_ENVIRONMENT_KEY" in capsys.readouterr().err
+
+
+async def test_each_session_vm_gets_the_workers_network_options() -> None:
+    api = ManagedAgentsAPI(("bash", {"command": "uname"}))
+    fake = FakeBackend()
+    secret = Secret(name="GH_TOKEN", value="ghp-1", upstream="https://api.github.com")
+    worker = worker_for(api, AsyncClient(api_key=fake.api_key, api_url="http://x", transport=fake))
+    worker.allow, worker.profile, worker.secrets = ["pypi.org"], "claude-code", [secret]
+
+    await worker.serve(ITEM)
+
+    [create] = [r for r in fake.requests if (r.method, r.url.path) == ("POST", "/v1/sandboxes")]
+    network = json.loads(create.content)["network"]
+    assert (network["allow"], network["profile"]) == (["pypi.org"], "claude-code")
+    assert [s["name"] for s in network["secrets"]] == ["GH_TOKEN"]

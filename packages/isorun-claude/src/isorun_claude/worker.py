@@ -10,9 +10,11 @@ poll (environment key) -> claim + ack work item
 ```
 
 The guest holds no credential and needs no egress to api.anthropic.com: only tool calls reach
-it. Skills are downloaded to a host directory per session and memory-store sync is off, since
-the VM would not see either. At most `max_sessions` sessions run at once; the worker claims
-no more work until one ends.
+it. Its VMs have no network unless `allow`/`deny`/`profile` open some (`--allow pypi.org`), and
+`secrets` (`--secret NAME@UPSTREAM`, the value from `$NAME`) are injected by the host, never
+readable in the guest. Skills are downloaded to a host directory per session and memory-store
+sync is off, since the VM would not see either. At most `max_sessions` sessions run at once;
+the worker claims no more work until one ends.
 
 Console entry point: `isorun-claude-worker` (environment: `ANTHROPIC_API_KEY` or another
 credential of the anthropic client, `ANTHROPIC_ENVIRONMENT_ID`, `ANTHROPIC_ENVIRONMENT_KEY`,
@@ -27,12 +29,14 @@ import contextlib
 import logging
 import os
 import tempfile
+from collections.abc import Sequence
 
 import anyio
 from anthropic import AsyncAnthropic
 from anthropic.lib.environments import DEFAULT_MAX_IDLE, EnvironmentWorker
 from anthropic.types.beta.environments import BetaSelfHostedWork
-from isorun import AsyncClient, AsyncSandbox
+from isorun import AsyncClient, AsyncSandbox, Secret
+from isorun._cli_network import add_policy_options, network_kwargs
 
 from isorun_claude._agent_toolset import DEFAULT_WORKDIR, isorun_agent_toolset
 
@@ -54,6 +58,12 @@ class IsorunEnvironmentWorker:
             and `ISORUN_API_KEY` when None.
         max_idle: Seconds a session may stay idle before its worker lets it go (see
             `EnvironmentWorker`).
+        allow: Egress each VM may reach (host names, *.wildcards, CIDRs); with none of
+            `allow`, `deny` and `profile` the VMs have no network at all.
+        deny: Egress closed to each VM; `allow` wins over it.
+        profile: The egress profile of each VM ("claude-code", "openai", ...).
+        secrets: `isorun.Secret`s each VM gets, injected by the host into requests to their
+            upstreams.
     """
 
     def __init__(
@@ -67,6 +77,10 @@ class IsorunEnvironmentWorker:
         max_sessions: int = DEFAULT_MAX_SESSIONS,
         sandbox_client: AsyncClient | None = None,
         max_idle: float | None = DEFAULT_MAX_IDLE,
+        allow: Sequence[str] | None = None,
+        deny: Sequence[str] | None = None,
+        profile: str | None = None,
+        secrets: Sequence[Secret] | None = None,
     ) -> None:
         self.client = client
         self.environment_id = environment_id
@@ -76,6 +90,10 @@ class IsorunEnvironmentWorker:
         self.max_sessions = max_sessions
         self.sandbox_client = sandbox_client
         self.max_idle = max_idle
+        self.allow = allow
+        self.deny = deny
+        self.profile = profile
+        self.secrets = secrets
 
     async def run(self) -> None:
         """Poll for work and serve each session until cancelled.
@@ -118,6 +136,10 @@ class IsorunEnvironmentWorker:
             self.image,
             client=self.sandbox_client,
             labels={"anthropic-session": item.data.id},
+            allow=self.allow,
+            deny=self.deny,
+            profile=self.profile,
+            secrets=self.secrets,
         )
         async with creation as sandbox:
             await sandbox.files.mkdir(self.workdir)
@@ -149,6 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--image", default="python")
     parser.add_argument("--workdir", default=DEFAULT_WORKDIR)
     parser.add_argument("--max-sessions", type=int, default=DEFAULT_MAX_SESSIONS)
+    add_policy_options(parser, create=True)
     args = parser.parse_args(argv)
     # The key stays out of argv, where other users of the host could read it.
     environment_key = os.environ.get("ANTHROPIC_ENVIRONMENT_KEY")
@@ -164,6 +187,7 @@ def main(argv: list[str] | None = None) -> None:
         image=args.image,
         workdir=args.workdir,
         max_sessions=args.max_sessions,
+        **network_kwargs(args),
     )
     # Ctrl-C is the way to stop it; the sessions it served are force-stopped on the way out.
     with contextlib.suppress(KeyboardInterrupt):
