@@ -87,6 +87,8 @@ async def test_openapi_is_served_and_every_route_has_a_tag_name_operation_id(
         ("delete", "/v1/snapshots/{snapshot_id}"): "snapshots-delete",
         ("delete", "/v1/sandboxes/{sandbox_id}"): "sandboxes-delete",
         ("post", "/v1/sandboxes/{sandbox_id}/keepalive"): "sandboxes-keepalive",
+        ("get", "/v1/sandboxes/{sandbox_id}/network"): "sandboxes-get-network",
+        ("patch", "/v1/sandboxes/{sandbox_id}/network"): "sandboxes-update-network",
         ("post", "/v1/sandboxes/{sandbox_id}/exec"): "exec-run",
         ("get", "/v1/sandboxes/{sandbox_id}/processes"): "processes-list",
         ("post", "/v1/sandboxes/{sandbox_id}/processes/{pid}/signal"): "processes-signal",

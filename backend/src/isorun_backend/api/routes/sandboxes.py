@@ -117,7 +117,7 @@ async def resume_sandbox(
     return await sandboxes.resume(principal, sandbox_id)
 
 
-@router.get("/{sandbox_id}/network", name="network", responses=responses(404))
+@router.get("/{sandbox_id}/network", name="get-network", responses=responses(404))
 async def get_network(
     sandbox_id: str, principal: PrincipalDep, sandboxes: SandboxesDep
 ) -> NetworkPublic:
