@@ -147,6 +147,7 @@ async def test_explicit_mode_replaces_the_placeholder_with_the_real_header(world
     ]
     counters = world.gateway.counters
     assert (counters.connections, counters.injections, counters.denies) == (1, 2, 0)
+    assert world.upstream.connections == 1  # kept alive from the first request to the second
     assert "real-OPENAI_API_KEY" not in repr(world.audit.entries)
 
 
@@ -257,6 +258,110 @@ async def test_an_upstream_without_a_trusted_certificate_is_a_502(world: World) 
     sandbox(world, set(), world.secret())
     async with guest_http(world) as guest:
         answer = await guest.get("/s/OPENAI_API_KEY/models")
+    assert answer.status_code == 502
+    assert world.upstream.seen == []
+
+
+def scripted(*responses: bytes | None, close_after_each: bool = False) -> Handler:
+    """An upstream answering the requests on a connection with ``responses`` in turn (the
+    same list across connections), each head read to its end first; bodies are not expected.
+    None: close without answering. ``close_after_each``: close after every response."""
+    queue = list(responses)
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while queue:
+            with contextlib.suppress(asyncio.IncompleteReadError):
+                await reader.readuntil(b"\r\n\r\n")
+            response = queue.pop(0)
+            if response is None:
+                return
+            writer.write(response)
+            await writer.drain()
+            if close_after_each:
+                return
+
+    return handle
+
+
+async def test_upstream_framings_are_relayed_and_the_connection_kept(world: World) -> None:
+    sandbox(world, set(), world.secret())
+    context = world.pki.server_context(UPSTREAM_HOST)
+    handler = scripted(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",  # to a HEAD: no body follows
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n",
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n"
+        b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok",
+        b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end",
+    )
+    async with listening(PLAIN_ADDRESS, handler, context) as server:
+        world.names[UPSTREAM_HOST] = (PLAIN_ADDRESS, server[0])
+        async with guest_http(world) as guest:
+            head = await guest.head("/s/OPENAI_API_KEY/a")
+            chunked = await guest.get("/s/OPENAI_API_KEY/b")
+            early = await guest.get("/s/OPENAI_API_KEY/c")
+            to_close = await guest.get("/s/OPENAI_API_KEY/d")
+        connections = server[1]
+    assert (head.status_code, head.headers["content-length"], head.content) == (200, "5", b"")
+    assert (chunked.status_code, chunked.content) == (200, b"hello world")
+    assert "x-trailer" not in chunked.headers
+    assert (early.status_code, early.content) == (201, b"ok")
+    assert (to_close.status_code, to_close.content) == (200, b"until the end")
+    assert connections == 1
+    assert world.gateway.counters.upstream_errors == 0
+
+
+@pytest.mark.parametrize("when", ["after its answer", "on the next request"])
+async def test_a_kept_upstream_connection_that_was_closed_is_replaced(
+    world: World, when: str
+) -> None:
+    sandbox(world, set(), world.secret())
+    context = world.pki.server_context(UPSTREAM_HOST)
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+    if when == "after its answer":
+        handler = scripted(answer, answer, close_after_each=True)
+    else:  # closed only when the request arrives: the gateway sends it again, elsewhere
+        handler = scripted(answer, None, answer)
+    async with listening(PLAIN_ADDRESS, handler, context) as server:
+        world.names[UPSTREAM_HOST] = (PLAIN_ADDRESS, server[0])
+        async with guest_http(world) as guest:
+            answers = [await guest.get("/s/OPENAI_API_KEY/models") for _ in range(2)]
+        connections = server[1]
+    assert [a.status_code for a in answers] == [200, 200]
+    assert connections == 2
+    assert world.gateway.counters.upstream_errors == 0
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        b"garbage\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nab",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\nab",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nab",
+        b"HTTP/1.1 200 OK\r\nBad Header: x\r\n\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n",
+    ],
+)
+async def test_a_malformed_upstream_response_is_a_502(world: World, response: bytes) -> None:
+    sandbox(world, set(), world.secret())
+    context = world.pki.server_context(UPSTREAM_HOST)
+    async with listening(
+        PLAIN_ADDRESS, scripted(response, close_after_each=True), context
+    ) as server:
+        world.names[UPSTREAM_HOST] = (PLAIN_ADDRESS, server[0])
+        async with guest_http(world) as guest:
+            answer = await guest.get("/s/OPENAI_API_KEY/models")
+    assert answer.status_code == 502
+    assert world.gateway.counters.upstream_errors == 1
+
+
+async def test_a_secret_value_that_would_break_the_head_is_never_sent(world: World) -> None:
+    secret = SecretSpec(name="K", value="v\r\nX-Injected: 1", upstream=f"https://{UPSTREAM_HOST}/")
+    sandbox(world, set(), secret)
+    async with guest_http(world) as guest:
+        answer = await guest.get("/s/K/models")
     assert answer.status_code == 502
     assert world.upstream.seen == []
 

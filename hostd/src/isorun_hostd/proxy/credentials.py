@@ -29,6 +29,7 @@ ROUTE_PREFIX = "/s/"
 HTTPS_PORT = 443
 _SECRET_NAME = re.compile(SECRET_NAME_PATTERN)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_FIELD_BREAK = re.compile(rb"[\x00\r\n]")
 # RFC 9110 §7.6.1, plus the proxy ones and Expect (the gateway answers 100-continue itself).
 HOP_BY_HOP = frozenset(
     {
@@ -150,12 +151,19 @@ def upstream_headers(guest: Headers, secret: SecretSpec | None, host_header: str
     Hop-by-hop headers (and those the guest's ``Connection`` names) are dropped and ``Host`` is
     set to the upstream's. With a ``secret``, the guest's ``Authorization`` and the secret's
     header are dropped too and the secret's real header added.
+
+    Raises:
+        RouteError: 502 when the secret's value would break the header (CR, LF or NUL).
     """
     headers = without_hop_by_hop(guest)
     if secret is not None:
-        drop = {b"authorization", secret.header_name.lower().encode()}
+        name = secret.header_name.encode()
+        value = secret.header_value().encode()
+        if _FIELD_BREAK.search(value):
+            raise RouteError(502, f"the value of secret {secret.name} is no valid header value")
+        drop = {b"authorization", name.lower()}
         headers = [(k, v) for k, v in headers if k.lower() not in drop]
-        headers.append((secret.header_name.encode(), secret.header_value().encode()))
+        headers.append((name, value))
     return [(b"host", host_header.encode()), *headers]
 
 
@@ -188,6 +196,13 @@ def _split_target(target: str) -> tuple[str, str]:
     if "#" in target:
         raise RouteError(400, "the request target must not carry a fragment")
     path, mark, query = target.partition("?")
+    if "%" not in path and "\\" not in path:
+        # Nothing encoded: the same checks on the raw segments (the common case, cheaper).
+        if _CONTROL.search(path):
+            raise RouteError(400, "the path must not contain control characters")
+        if any(segment in {".", ".."} for segment in path.split("/")):
+            raise RouteError(400, "the path must not contain '.' or '..' segments")
+        return path, mark + query
     for segment in path.split("/"):
         decoded = unquote(segment)
         if _CONTROL.search(decoded):

@@ -20,6 +20,15 @@ used: the gateway resolves names itself, host-side.
                                            connect :80, replay the bytes read, splice
       otherwise                         -> 403; egress.deny
 
+The credential proxy parses the guest's side with h11 and speaks HTTP/1.1 to the upstream
+itself, over one verified TLS connection per guest connection, opened for its first request
+and kept for the next ones to the same upstream (while both sides keep alive, at most
+``UPSTREAM_KEEPALIVE_S`` idle). The request head is written anew (hop-by-hop headers out, the
+real header in) and the body relayed as it arrives; the response is relayed by its framing
+(Content-Length, chunked or until close), its head in the same write as the body bytes that
+came with it. A request without a body that finds its kept connection closed by the upstream
+goes again on a new one; any other failure before the response is a 502.
+
 Audit kinds: ``egress.connect`` {name, port} for each spliced connection, ``egress.deny``
 {name, port, reason} for each refusal that had a sandbox behind it, ``credential.inject``
 {secret, host, method, path} for each request that got a real header (never the value, never
@@ -30,21 +39,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import ipaddress
 import logging
+import re
 import socket
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import h11
-import httpcore
-import httpx
 
 from isorun_hostd.net.peers import AuditSink, Peer, PeerLookup, null_audit
 from isorun_hostd.net.spec import HOST_ADDRESS
 from isorun_hostd.proxy.ca import CertificateAuthority
 from isorun_hostd.proxy.credentials import (
+    Headers,
     RouteError,
     UpstreamRequest,
     inject_audit_fields,
@@ -55,7 +65,14 @@ from isorun_hostd.proxy.credentials import (
     without_hop_by_hop,
 )
 from isorun_hostd.proxy.sni import ClientHelloError, normalize_hostname, read_client_hello
-from isorun_hostd.proxy.streams import ByteStream, IdleTimeout, TcpStream, TlsStream, splice
+from isorun_hostd.proxy.streams import (
+    CHUNK_BYTES,
+    ByteStream,
+    IdleTimeout,
+    TcpStream,
+    TlsStream,
+    splice,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -162,7 +179,6 @@ class EgressGateway:
         self.counters = GatewayCounters()
         self._servers: list[asyncio.Server] = []
         self._handlers: set[asyncio.Task[None]] = set()
-        self._client: httpx.AsyncClient | None = None
 
     @property
     def http_port(self) -> int:
@@ -180,7 +196,6 @@ class EgressGateway:
         Raises:
             OSError: a port could not be bound (nothing is left listening then).
         """
-        self._client = _upstream_client(self._upstream_ssl, self._resolver, self.limits)
         try:
             for port, handler in zip(self._ports, (self._http, self._tls), strict=True):
                 self._servers.append(
@@ -191,7 +206,7 @@ class EgressGateway:
             raise
 
     async def aclose(self) -> None:
-        """Stop listening, end every open connection, close the upstream client."""
+        """Stop listening and end every open connection (and its upstream connection)."""
         for server in self._servers:
             server.close()
         for task in list(self._handlers):
@@ -200,9 +215,6 @@ class EgressGateway:
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
 
     # --- connection bookkeeping --------------------------------------------------------------
 
@@ -401,34 +413,44 @@ class EgressGateway:
         """Serve HTTP/1.1 requests on ``guest`` until either side is done.
 
         ``intercepted``: the SNI of a terminated TLS connection (transparent mode); None for
-        the gateway's own address (explicit mode), whose first request is already read.
+        the gateway's own address (explicit mode), whose first request is already read. The
+        upstream connection the first request opens serves the next ones too, while both sides
+        keep their connections alive and the next request is for the same upstream.
         """
         if conn is None:
             conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_head_bytes)
         request = first
         wait_s = self.limits.head_timeout_s
-        while True:
-            if request is None:
-                try:
-                    async with asyncio.timeout(wait_s):
-                        request = await _next_request(guest, conn, self.limits.max_head_bytes, None)
-                except h11.RemoteProtocolError as exc:
-                    return await _refuse(guest, exc.error_status_hint, f"malformed request: {exc}")
+        upstream: _Upstream | None = None
+        try:
+            while True:
                 if request is None:
+                    try:
+                        async with asyncio.timeout(wait_s):
+                            request = await _next_request(
+                                guest, conn, self.limits.max_head_bytes, None
+                            )
+                    except h11.RemoteProtocolError as exc:
+                        status = exc.error_status_hint
+                        return await _refuse(guest, status, f"malformed request: {exc}")
+                    if request is None:
+                        return None
+                try:
+                    route = self._route(peer, request, intercepted)
+                except _Refused as refused:
+                    return await _refuse(guest, refused.status, refused.reason)
+                upstream = await self._forward(guest, conn, peer, request, route, kept=upstream)
+                if upstream is None:
                     return None
-            try:
-                upstream = self._route(peer, request, intercepted)
-            except _Refused as refused:
-                return await _refuse(guest, refused.status, refused.reason)
-            if not await self._forward(guest, conn, peer, request, upstream):
-                return None
-            async with asyncio.timeout(self.limits.idle_timeout_s):
-                await _finish_request(guest, conn)
-            if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
-                return None
-            conn.start_next_cycle()
-            request = None
-            wait_s = self.limits.idle_timeout_s
+                await _finish_request(guest, conn, self.limits.idle_timeout_s)
+                if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                    return None
+                conn.start_next_cycle()
+                request = None
+                wait_s = self.limits.idle_timeout_s
+        finally:
+            if upstream is not None:
+                upstream.close()
 
     def _route(self, peer: Peer, request: h11.Request, intercepted: str | None) -> UpstreamRequest:
         """Raises _Refused (audited) for a target no secret serves."""
@@ -450,51 +472,124 @@ class EgressGateway:
         conn: h11.Connection,
         peer: Peer,
         request: h11.Request,
-        upstream: UpstreamRequest,
-    ) -> bool:
-        """Send one request upstream and stream the answer back; False: close the connection."""
-        assert self._client is not None, "start() first"
-        method = request.method.decode("ascii")
-        if upstream.secret is not None:
+        route: UpstreamRequest,
+        *,
+        kept: _Upstream | None,
+    ) -> _Upstream | None:
+        """Send one request upstream and stream the answer back.
+
+        ``kept``: the upstream connection the previous request on this guest connection used.
+        Returns the upstream connection to keep for the next request; None: close the guest's.
+        """
+        if route.secret is not None:
             self.counters.injections += 1
             self._audit_sink(
-                peer.sandbox_id, "credential.inject", inject_audit_fields(upstream, method)
+                peer.sandbox_id,
+                "credential.inject",
+                inject_audit_fields(route, request.method.decode("ascii")),
             )
         if conn.they_are_waiting_for_100_continue:
             await _emit(guest, conn, h11.InformationalResponse(status_code=100, headers=[]))
-        has_body = any(k in (b"content-length", b"transfer-encoding") for k, _ in request.headers)
-        url = f"https://{upstream.host_header}{upstream.target}"
-        started = False
+        reply = _Reply(guest, conn)
         try:
-            async with self._client.stream(
-                method,
-                url,
-                headers=upstream_headers(
-                    list(request.headers), upstream.secret, upstream.host_header
-                ),
-                content=_request_body(guest, conn, self.limits.idle_timeout_s)
-                if has_body
-                else None,
-            ) as response:
-                head = h11.Response(
-                    status_code=response.status_code,
-                    headers=without_hop_by_hop(list(response.headers.raw)),
-                    reason=response.reason_phrase.encode("ascii", "replace"),
+            upstream, response = await self._exchange(guest, conn, request, route, kept)
+        except (_UpstreamError, h11.ProtocolError) as exc:
+            await self._upstream_failed(guest, route, exc, reply)
+            return None
+        try:
+            reply.write(
+                h11.Response(
+                    status_code=response.status,
+                    headers=without_hop_by_hop(response.headers),
+                    reason=response.reason,
                 )
-                await _emit(guest, conn, head)
-                started = True
-                async for chunk in response.aiter_raw():
-                    await _emit(guest, conn, h11.Data(data=chunk))
-                await _emit(guest, conn, h11.EndOfMessage())
-        except (httpx.HTTPError, h11.ProtocolError) as exc:
-            self.counters.upstream_errors += 1
-            logger.debug("credential upstream %s failed: %r", upstream.host, exc)
-            if not started:
-                await _refuse(
-                    guest, 502, f"the upstream {upstream.host} failed: {type(exc).__name__}"
-                )
-            return False
-        return True
+            )
+            await upstream.relay_body(response, reply.data, reply.flush)
+            reply.write(h11.EndOfMessage())
+            await reply.flush()
+        except (_UpstreamError, h11.ProtocolError) as exc:
+            upstream.close()
+            await self._upstream_failed(guest, route, exc, reply)
+            return None
+        except BaseException:
+            upstream.close()
+            raise
+        return upstream
+
+    async def _exchange(
+        self,
+        guest: ByteStream,
+        conn: h11.Connection,
+        request: h11.Request,
+        route: UpstreamRequest,
+        kept: _Upstream | None,
+    ) -> tuple[_Upstream, _ResponseHead]:
+        """Send the request (head, then the guest's body as it comes) over ``kept`` when it
+        can carry it, else over a new connection; return that and the response head. Every
+        connection but the one returned is closed.
+
+        Raises:
+            _UpstreamError: no connection, or the request or the response head failed.
+            h11.ProtocolError: the guest's body was malformed.
+        """
+        head, chunked = _request_head(request, route)
+        has_body = chunked or any(k == b"content-length" for k, _ in request.headers)
+        if kept is not None and not kept.reusable_for(route.host, route.port):
+            kept.close()
+            kept = None
+        while True:
+            upstream = kept or await self._open_upstream(route.host, route.port)
+            try:
+                await upstream.send(head)
+                if has_body:
+                    await _send_body(guest, conn, upstream, chunked, self.limits.idle_timeout_s)
+                return upstream, await upstream.read_head(request.method == b"HEAD")
+            except _UpstreamClosed:
+                upstream.close()
+                # A kept connection the upstream had closed meanwhile (found out only now): a
+                # request without a body goes again, on a new connection.
+                if upstream is not kept or has_body:
+                    raise
+                logger.debug("kept connection to %s was closed: a new one", route.host)
+                kept = None
+            except BaseException:
+                upstream.close()
+                raise
+
+    async def _upstream_failed(
+        self, guest: ByteStream, route: UpstreamRequest, exc: Exception, reply: _Reply
+    ) -> None:
+        """Count and log a failed upstream request; a 502 when the guest got nothing of the
+        response yet. The guest connection closes after."""
+        self.counters.upstream_errors += 1
+        logger.debug("credential upstream %s failed: %r", route.host, exc)
+        if not reply.sent:
+            await _refuse(guest, 502, f"the upstream {route.host} failed: {exc}")
+
+    async def _open_upstream(self, host: str, port: int) -> _Upstream:
+        """A new verified TLS connection to ``host``, resolved host-side.
+
+        Raises:
+            _UpstreamError: the name does not resolve, or no address connects and verifies.
+        """
+        try:
+            async with asyncio.timeout(self.limits.resolve_timeout_s):
+                addresses = await self._resolver(host, port)
+        except (OSError, TimeoutError) as exc:
+            raise _UpstreamError(f"{host} does not resolve ({exc!r})") from None
+        failure = f"{host} resolves to no address"
+        for address, address_port in addresses:
+            try:
+                async with asyncio.timeout(self.limits.connect_timeout_s):
+                    reader, writer = await asyncio.open_connection(
+                        address, address_port, ssl=self._upstream_ssl, server_hostname=host
+                    )
+            except (OSError, TimeoutError) as exc:
+                failure = f"{host} ({address}) did not connect ({exc!r})"
+                logger.debug("credential upstream connect: %s", failure)
+                continue
+            return _Upstream(host, port, reader, writer, self.limits.idle_timeout_s)
+        raise _UpstreamError(failure)
 
 
 # --- helpers -----------------------------------------------------------------------------------
@@ -535,29 +630,14 @@ async def _emit(guest: ByteStream, conn: h11.Connection, event: h11.Event) -> No
         await guest.send(data)
 
 
-async def _request_body(
-    guest: ByteStream, conn: h11.Connection, idle_timeout_s: float
-) -> AsyncIterator[bytes]:
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            async with asyncio.timeout(idle_timeout_s):
-                conn.receive_data(await guest.receive())
-        elif isinstance(event, h11.Data):
-            yield bytes(event.data)
-        elif isinstance(event, h11.EndOfMessage):
-            return
-        else:
-            raise h11.RemoteProtocolError("the request body ended early", 400)
-
-
-async def _finish_request(guest: ByteStream, conn: h11.Connection) -> None:
+async def _finish_request(guest: ByteStream, conn: h11.Connection, idle_timeout_s: float) -> None:
     """Read the request to its end (a GET's EndOfMessage is an event of its own), so the
     connection can carry the next one."""
     while conn.their_state is h11.SEND_BODY:
         event = conn.next_event()
         if event is h11.NEED_DATA:
-            conn.receive_data(await guest.receive())
+            async with asyncio.timeout(idle_timeout_s):
+                conn.receive_data(await guest.receive())
         elif isinstance(event, h11.ConnectionClosed):
             return
 
@@ -613,53 +693,323 @@ async def _refuse(guest: ByteStream, status: int, reason: str) -> None:
         await guest.send(head + body)
 
 
-def _upstream_client(
-    context: ssl.SSLContext, resolver: Resolver, limits: GatewayLimits
-) -> httpx.AsyncClient:
-    transport = httpx.AsyncHTTPTransport(verify=context)
-    # httpx takes no network backend, and the pool must key connections by host name (so each
-    # is verified for the name it serves) while resolving through our resolver: swap the pool.
-    transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=context,
-        max_connections=limits.max_connections,
-        keepalive_expiry=UPSTREAM_KEEPALIVE_S,
-        network_backend=_ResolvingBackend(resolver, limits.resolve_timeout_s),
-    )
-    timeout = httpx.Timeout(limits.idle_timeout_s, connect=limits.connect_timeout_s)
-    return httpx.AsyncClient(
-        transport=transport, timeout=timeout, trust_env=False, follow_redirects=False
-    )
+# --- the upstream side of the credential proxy -------------------------------------------------
 
 
-class _ResolvingBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's default backend, but names go through the gateway's resolver."""
+class _UpstreamError(Exception):
+    """The upstream did not resolve, connect, verify or answer in HTTP/1.1 as it should."""
 
-    def __init__(self, resolver: Resolver, resolve_timeout_s: float) -> None:
-        self._resolver = resolver
-        self._resolve_timeout_s = resolve_timeout_s
-        self._inner = httpcore.AnyIOBackend()
 
-    async def connect_tcp(
+class _UpstreamClosed(_UpstreamError):
+    """The upstream closed the connection before answering any of this request."""
+
+
+class _Framing(enum.Enum):
+    """How a response body ends (RFC 9112 §6.3)."""
+
+    NONE = enum.auto()
+    LENGTH = enum.auto()
+    CHUNKED = enum.auto()
+    CLOSE = enum.auto()
+
+
+@dataclass(frozen=True, slots=True)
+class _ResponseHead:
+    """An upstream's final response head: ``length`` counts for ``Framing.LENGTH`` only;
+    ``keep_alive``: the connection can carry another request after this response."""
+
+    status: int
+    reason: bytes
+    headers: Headers
+    framing: _Framing
+    length: int
+    keep_alive: bool
+
+
+_STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([1-9][0-9][0-9])(?: ([\t\x20-\x7e\x80-\xff]*))?")
+_HEADER_LINE = re.compile(
+    rb"([!#$%&'*+.^_`|~0-9A-Za-z-]+):[ \t]*((?:[\x21-\x7e\x80-\xff][\t\x20-\x7e\x80-\xff]*)?)"
+)
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,15})[ \t]*(?:;[^\r\n]*)?\r\n")
+MAX_UPSTREAM_HEAD_BYTES = 64 * 1024
+
+
+def _parse_response_head(data: bytes, head_request: bool) -> _ResponseHead:
+    """A response head (ending in CRLF CRLF) as read from an upstream.
+
+    Raises:
+        _UpstreamError: a malformed line, or framing that is ambiguous (both Content-Length and
+            Transfer-Encoding, differing lengths, a coding other than chunked).
+    """
+    lines = data[:-4].split(b"\r\n")
+    status_line = _STATUS_LINE.fullmatch(lines[0])
+    if status_line is None:
+        raise _UpstreamError(f"malformed status line {lines[0][:80]!r}")
+    headers: Headers = []
+    for line in lines[1:]:
+        field_line = _HEADER_LINE.fullmatch(line)
+        if field_line is None:
+            raise _UpstreamError(f"malformed header line {line[:80]!r}")
+        headers.append((field_line[1].lower(), field_line[2].rstrip(b" \t")))
+    status = int(status_line[2])
+    codings = b",".join(v for k, v in headers if k == b"transfer-encoding")
+    lengths = {part.strip() for k, v in headers if k == b"content-length" for part in v.split(b",")}
+    connection = {
+        token.strip().lower() for k, v in headers if k == b"connection" for token in v.split(b",")
+    }
+    keep_alive = status_line[1] == b"1" and b"close" not in connection
+    length = 0
+    if head_request or status < 200 or status in (204, 304):
+        framing = _Framing.NONE
+    elif codings:
+        if lengths or [c.strip().lower() for c in codings.split(b",")] != [b"chunked"]:
+            raise _UpstreamError(f"unsupported framing: Transfer-Encoding {codings!r}")
+        framing = _Framing.CHUNKED
+    elif lengths:
+        if len(lengths) != 1 or not next(iter(lengths)).isdigit():
+            raise _UpstreamError(f"bad Content-Length {sorted(lengths)!r}")
+        framing, length = _Framing.LENGTH, int(next(iter(lengths)))
+    else:
+        framing, keep_alive = _Framing.CLOSE, False
+    return _ResponseHead(status, status_line[3] or b"", headers, framing, length, keep_alive)
+
+
+class _Reply:
+    """A response to the guest, framed by its h11 connection and sent in as few writes as
+    possible: what is written goes out at the next ``flush``. The head thus leaves together
+    with the part of the body that has already arrived."""
+
+    def __init__(self, guest: ByteStream, conn: h11.Connection) -> None:
+        self._guest = guest
+        self._conn = conn
+        self._parts: list[bytes] = []
+        self.sent = False
+
+    def write(self, event: h11.Event) -> None:
+        data = self._conn.send(event)
+        if data:
+            self._parts.append(data)
+
+    def data(self, data: bytes) -> None:
+        self.write(h11.Data(data=data))
+
+    async def flush(self) -> None:
+        if self._parts:
+            data = b"".join(self._parts)
+            self._parts.clear()
+            self.sent = True
+            await self._guest.send(data)
+
+
+class _Upstream:
+    """One HTTP/1.1 connection over verified TLS to a credential upstream, used by one guest
+    connection for its requests in turn. Reads go through a buffer of its own, so that what
+    has already arrived is relayed without waiting; a wait for more lasts at most
+    ``idle_timeout_s``. Every failure is an ``_UpstreamError``."""
+
+    def __init__(
         self,
         host: str,
         port: int,
-        # The name and keyword are httpcore's interface, which passes it by keyword.
-        timeout: float | None = None,  # noqa: ASYNC109
-        local_address: str | None = None,
-        socket_options: object = None,
-    ) -> httpcore.AsyncNetworkStream:
-        try:
-            async with asyncio.timeout(self._resolve_timeout_s):
-                addresses = await self._resolver(host, port)
-        except (OSError, TimeoutError) as exc:
-            raise httpcore.ConnectError(f"{host} does not resolve: {exc}") from exc
-        failure: Exception = httpcore.ConnectError(f"{host} resolves to no address")
-        for address, address_port in addresses:
-            try:
-                return await self._inner.connect_tcp(address, address_port, timeout, local_address)
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                failure = exc
-        raise failure
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        idle_timeout_s: float,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self._reader = reader
+        self._writer = writer
+        self._idle_timeout_s = idle_timeout_s
+        self._buffer = bytearray()
+        self._loop = asyncio.get_running_loop()
+        self._keep_alive = True
+        self._closed = False
+        self._idle_since = self._loop.time()
 
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
+    def reusable_for(self, host: str, port: int) -> bool:
+        """Whether the next request to ``host``:``port`` can go over this connection."""
+        return (
+            self._keep_alive
+            and (host, port) == (self.host, self.port)
+            and not self._buffer
+            and self._loop.time() - self._idle_since < UPSTREAM_KEEPALIVE_S
+            and not self._reader.at_eof()
+            and not self._writer.is_closing()
+        )
+
+    async def send(self, data: bytes) -> None:
+        """Raises _UpstreamClosed when the upstream had closed or reset the connection."""
+        self._writer.write(data)
+        try:
+            if self._writer.transport.get_write_buffer_size():
+                async with asyncio.timeout(self._idle_timeout_s):
+                    await self._writer.drain()
+            else:
+                await self._writer.drain()
+        except ConnectionError as exc:
+            raise _UpstreamClosed(f"the upstream closed the connection ({exc!r})") from None
+        except (OSError, TimeoutError) as exc:
+            raise _UpstreamError(f"sending failed ({exc!r})") from None
+
+    async def read_head(self, head_request: bool) -> _ResponseHead:
+        """The final response head; interim (1xx) ones are dropped, as the gateway answered
+        the guest's ``Expect`` itself.
+
+        Raises:
+            _UpstreamClosed: the upstream closed or reset the connection before any byte.
+        """
+        while True:
+            end = self._buffer.find(b"\r\n\r\n")
+            while end < 0:
+                if len(self._buffer) > MAX_UPSTREAM_HEAD_BYTES:
+                    raise _UpstreamError("the response head is too large")
+                try:
+                    more = await self._fill()
+                except _UpstreamClosed:
+                    if self._buffer:
+                        raise _UpstreamError("the upstream reset the connection mid-head") from None
+                    raise
+                if not more:
+                    if self._buffer:
+                        raise _UpstreamError("the upstream closed the connection mid-head")
+                    raise _UpstreamClosed("the upstream closed the connection")
+                end = self._buffer.find(b"\r\n\r\n")
+            head = _parse_response_head(self._take(end + 4), head_request)
+            if head.status == 101:
+                raise _UpstreamError("the upstream switched protocols unasked")
+            if head.status >= 200:
+                self._keep_alive = head.keep_alive
+                return head
+
+    async def relay_body(
+        self,
+        head: _ResponseHead,
+        write: Callable[[bytes], None],
+        flush: Callable[[], Awaitable[None]],
+    ) -> None:
+        """Pass the body to ``write`` as it arrives (chunked framing taken off), calling
+        ``flush`` before each wait for more; the caller flushes after the end."""
+        if head.framing is _Framing.LENGTH:
+            await self._relay(head.length, write, flush)
+        elif head.framing is _Framing.CHUNKED:
+            while True:
+                size = _CHUNK_SIZE.fullmatch(await self._line(flush))
+                if size is None:
+                    raise _UpstreamError("malformed chunk size line")
+                length = int(size[1], 16)
+                if not length:
+                    break
+                await self._relay(length, write, flush)
+                if await self._line(flush) != b"\r\n":
+                    raise _UpstreamError("a chunk did not end in CRLF")
+            # Trailer fields are dropped: the guest's response is framed anew.
+            while await self._line(flush) != b"\r\n":
+                pass
+        elif head.framing is _Framing.CLOSE:
+            while True:
+                if self._buffer:
+                    write(self._take(len(self._buffer)))
+                await flush()
+                if not await self._fill():
+                    break
+        self._idle_since = self._loop.time()
+
+    def close(self) -> None:
+        """Start closing (TLS close_notify goes out in the background); idempotent."""
+        self._keep_alive = False
+        if not self._closed:
+            self._closed = True
+            self._writer.close()
+
+    async def _relay(
+        self, length: int, write: Callable[[bytes], None], flush: Callable[[], Awaitable[None]]
+    ) -> None:
+        while length:
+            if not self._buffer:
+                await flush()
+                await self._fill_or_fail()
+            data = self._take(min(length, len(self._buffer)))
+            length -= len(data)
+            write(data)
+
+    async def _line(self, flush: Callable[[], Awaitable[None]]) -> bytes:
+        """The next line, CRLF included (chunk sizes and trailers)."""
+        while (end := self._buffer.find(b"\r\n")) < 0:
+            if len(self._buffer) > MAX_UPSTREAM_HEAD_BYTES:
+                raise _UpstreamError("a chunk size or trailer line is too long")
+            await flush()
+            await self._fill_or_fail()
+        return self._take(end + 2)
+
+    def _take(self, size: int) -> bytes:
+        data = bytes(self._buffer[:size])
+        del self._buffer[:size]
+        return data
+
+    async def _fill(self) -> bool:
+        """Wait for more bytes from the upstream; False at its end of the stream.
+
+        Raises:
+            _UpstreamClosed: the upstream reset the connection.
+            _UpstreamError: nothing came for ``idle_timeout_s``, or TLS failed.
+        """
+        try:
+            async with asyncio.timeout(self._idle_timeout_s):
+                data = await self._reader.read(CHUNK_BYTES)
+        except ConnectionError as exc:
+            raise _UpstreamClosed(f"the upstream reset the connection ({exc!r})") from None
+        except (OSError, TimeoutError) as exc:
+            raise _UpstreamError(f"reading failed ({exc!r})") from None
+        if not data:
+            self._keep_alive = False
+            return False
+        self._buffer += data
+        return True
+
+    async def _fill_or_fail(self) -> None:
+        if not await self._fill():
+            raise _UpstreamError("the upstream closed the connection mid-body")
+
+
+def _request_head(request: h11.Request, route: UpstreamRequest) -> tuple[bytes, bool]:
+    """The request head for the upstream, and whether its body goes chunked (as the guest's
+    did; h11 admits no other transfer coding).
+
+    Raises:
+        _UpstreamError: the secret's header value is no valid field value.
+    """
+    chunked = any(k == b"transfer-encoding" for k, _ in request.headers)
+    try:
+        headers = upstream_headers(list(request.headers), route.secret, route.host_header)
+    except RouteError as exc:
+        raise _UpstreamError(exc.reason) from None
+    if chunked:
+        headers.append((b"transfer-encoding", b"chunked"))
+    lines = [b"%s %s HTTP/1.1" % (request.method, route.target.encode("ascii"))]
+    lines.extend(b"%s: %s" % field for field in headers)
+    lines.append(b"\r\n")
+    return b"\r\n".join(lines), chunked
+
+
+async def _send_body(
+    guest: ByteStream,
+    conn: h11.Connection,
+    upstream: _Upstream,
+    chunked: bool,
+    idle_timeout_s: float,
+) -> None:
+    """Relay the guest's request body to ``upstream`` as it arrives, re-chunked if it was."""
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            async with asyncio.timeout(idle_timeout_s):
+                conn.receive_data(await guest.receive())
+        elif isinstance(event, h11.Data):
+            data = bytes(event.data)
+            await upstream.send(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
+        elif isinstance(event, h11.EndOfMessage):
+            if chunked:
+                await upstream.send(b"0\r\n\r\n")
+            return
+        else:
+            raise h11.RemoteProtocolError("the request body ended early", 400)
