@@ -170,6 +170,11 @@ class Sandbox:
     def channel(self) -> AgentChannel:
         return self.vm.channel
 
+    async def drops(self) -> dict[str, int] | None:
+        """Packets its namespace refused so far (``dropped``, ``spoofed``); None on a node
+        without a network. Raises NetworkError (nft refused)."""
+        return await self.vm.slot.drops() if self.vm.slot is not None else None
+
     def exec_request(self, command: list[str] | str, **options: Unpack[ExecOptions]) -> ExecRequest:
         """An exec request with the image's Env, WorkingDir and User under the caller's values."""
         config = self.image.config

@@ -153,9 +153,7 @@ class EmbeddedNode(Node):
 
     async def network(self, sandbox_id: str) -> NodeNetwork:
         sandbox = self._sandbox(sandbox_id)
-        slot = sandbox.vm.slot
-        drops = await slot.drops() if slot is not None else None
-        return NodeNetwork.from_spec(sandbox.network, drops)
+        return NodeNetwork.from_spec(sandbox.network, await sandbox.drops())
 
     async def set_policy(self, sandbox_id: str, policy: EgressPolicy) -> EgressPolicy:
         return (await self.runtime.set_policy(self._sandbox(sandbox_id), policy)).policy

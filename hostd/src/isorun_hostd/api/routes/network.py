@@ -19,9 +19,7 @@ router = APIRouter(prefix="/sandboxes/{sandbox_id}/network", tags=["network"])
 
 @router.get("", name="get")
 async def get(sandbox: SandboxDep) -> NodeNetwork:
-    slot = sandbox.vm.slot
-    drops = await slot.drops() if slot is not None else None
-    return NodeNetwork.from_spec(sandbox.network, drops)
+    return NodeNetwork.from_spec(sandbox.network, await sandbox.drops())
 
 
 @router.put("/policy", name="set-policy")
