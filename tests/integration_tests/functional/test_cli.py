@@ -28,6 +28,11 @@ def _env(settings: Settings) -> dict[str, str]:
     }
 
 
+def _runtime_pids(runtime: Runtime) -> set[int | None]:
+    """The session runtime's QEMUs, which share the run folder: sandboxes and pool VMs."""
+    return {vm.pid for vm in [*(s.vm for s in runtime.sandboxes), *runtime.pool_vms()]}
+
+
 def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "isorun_hostd", *args],
@@ -46,7 +51,7 @@ async def test_run_streams_output_and_exits_with_the_commands_status(
     assert (done.returncode, done.stdout) == (0, "4294967296\n"), done.stderr
     failed = _cli(settings, "run", python_ref, "--", "sh", "-c", "echo oops >&2; exit 7")
     assert (failed.returncode, failed.stderr.splitlines()[-1]) == (7, "oops")
-    assert not qemu_pids(settings.run_dir) - {s.vm.pid for s in runtime.sandboxes}
+    assert not qemu_pids(settings.run_dir) - _runtime_pids(runtime)
 
 
 async def test_run_reports_isorun_failures_with_125(
@@ -110,13 +115,13 @@ async def test_sigterm_tears_the_vm_down(
     cli.send_signal(signal.SIGTERM)
     assert cli.wait(timeout=30) == 128 + signal.SIGTERM
     assert set(os.listdir(settings.run_dir)) == before
-    assert not qemu_pids(settings.run_dir) - {s.vm.pid for s in runtime.sandboxes}
+    assert not qemu_pids(settings.run_dir) - _runtime_pids(runtime)
 
 
 async def test_killed_hostd_takes_qemu_along_and_leftovers_are_removed(
     runtime: Runtime, settings: Settings, registry: Registry
 ) -> None:
-    live = {s.vm.pid for s in runtime.sandboxes}
+    live = _runtime_pids(runtime)
     before = set(os.listdir(settings.run_dir))
     cli = _start_sleeper(settings, registry.ref("busybox:1.0"))
     orphan_qemu = qemu_pids(settings.run_dir) - live

@@ -48,6 +48,7 @@ def test_allowlist_example_runs_verbatim(tmp_path: Path) -> None:
         ca = tmp_path / "fake-internet-ca.pem"
         ca.write_bytes(net.ca_pem)
         settings = {"ISORUN_GUEST_CA_FILES": json.dumps([str(ca)])}
+        (tmp_path / "up").mkdir()
         with start_up(tmp_path / "up", args=("--dns-upstream", net.dns), env=settings) as up:
             result = subprocess.run(
                 [sys.executable, str(EXAMPLE)],
