@@ -311,3 +311,45 @@ async def test_saved_states_through_remote_nodes_stay_on_their_node(
         assert a.sandbox_ids() == b.sandbox_ids() == set()
         # The snapshot went with its sandbox.
         assert a.get("/snapshots").json()["data"] == []
+
+
+async def test_a_remote_sandboxs_network_survives_a_node_restart(
+    node_settings: BackendSettings, nodes: tuple[HostdNode, HostdNode]
+) -> None:
+    """The node API carries the network both ways, and a node restarted while the sandbox was
+    hibernated (which forgets the secrets) gets it again from the backend at resume."""
+    a, b = nodes
+    network = {
+        "allow": ["pypi.org"],
+        "secrets": [
+            {"name": "GH_TOKEN", "value": "ghp-remote-1", "upstream": "https://api.github.com"}
+        ],
+    }
+    async with backend(node_settings) as (client, services):
+        key = await new_key(services)
+        sandbox_id = await create(client, key, network=network)
+        node = a if sandbox_id in a.sandbox_ids() else b
+        url = f"/v1/sandboxes/{sandbox_id}/network"
+        shown = (await client.get(url, headers=auth(key))).json()
+        assert (shown["allow"], shown["drops"] is not None) == (["pypi.org"], True)
+        patched = await client.patch(url, json={"deny": ["0.0.0.0/0"]}, headers=auth(key))
+        assert patched.status_code == 200, patched.text
+        on_node = (await asyncio.to_thread(node.get, f"/sandboxes/{sandbox_id}/network")).json()
+        assert on_node["policy"]["deny"] == ["0.0.0.0/0"]
+
+        hibernated = await client.post(f"/v1/sandboxes/{sandbox_id}/hibernate", headers=auth(key))
+        assert hibernated.status_code == 200, hibernated.text
+        await asyncio.to_thread(node.stop)
+        await asyncio.to_thread(node.start)
+        resumed = await client.post(f"/v1/sandboxes/{sandbox_id}/resume", headers=auth(key))
+        assert resumed.status_code == 200, resumed.text
+        on_node = (await asyncio.to_thread(node.get, f"/sandboxes/{sandbox_id}/network")).json()
+        assert on_node["policy"] == {
+            "profile": "locked-down",
+            "allow": ["pypi.org"],
+            "deny": ["0.0.0.0/0"],
+        }
+        assert [s["name"] for s in on_node["secrets"]] == ["GH_TOKEN"]
+        assert "ghp-remote-1" not in json.dumps(on_node)
+        await client.delete(f"/v1/sandboxes/{sandbox_id}", headers=auth(key))
+    assert not node.wait_no_qemu()
