@@ -84,7 +84,8 @@ class Sandbox:
         labels: Strings to filter `Sandbox.list` by.
         snapshot: Start from this snapshot (`snap-...`) instead of an image: its files and
             processes as saved. The snapshot fixes the image, vCPUs and memory, so `image`,
-            `vcpus` and `memory_mib` are then not sent.
+            `vcpus` and `memory_mib` are then not sent. Its network is that of the snapshot's
+            sandbox unless a network option is given.
         auto_hibernate_s: Let the backend hibernate the sandbox after this many idle seconds
             (no exec, file or process call); the next call resumes it.
         allow: Egress allowed on top of `profile`: host names (`pypi.org`), wildcards
@@ -200,7 +201,9 @@ class Sandbox:
         """A new sandbox continuing from a snapshot: `Sandbox(snapshot=snapshot_id, ...)`.
 
         It runs on the node that holds the snapshot, with the snapshot's image, vCPUs and
-        memory, its files and processes as saved, and its own id and hostname.
+        memory, its files and processes as saved, its own id and hostname, and the network
+        (policy and secrets) of the sandbox the snapshot was taken of; to give it another,
+        use `Sandbox(snapshot=snapshot_id, allow=..., ...)`.
 
         Raises:
             SnapshotNotFound: No such snapshot for this key's tenant.
