@@ -459,7 +459,7 @@ class EgressGateway:
         try:
             if intercepted is None:
                 return route_explicit(peer.secrets, target)
-            if _request_host(request) != intercepted:
+            if not _host_is(request, intercepted):
                 raise RouteError(421, "the Host header does not match the TLS server name")
             return route_transparent(peer.secrets, intercepted, target)
         except RouteError as exc:
@@ -661,6 +661,19 @@ def _request_host(request: h11.Request) -> str:
     if normalized is None:
         raise _Refused(400, "the Host header is not a DNS name or an IPv4 address")
     return normalized
+
+
+def _host_is(request: h11.Request, name: str) -> bool:
+    """Whether the request's Host names ``name`` (a normalized DNS name): ``_request_host``'s
+    answer, without its parsing when the one Host header is ``name`` as it is.
+
+    Raises:
+        _Refused: as ``_request_host``.
+    """
+    values = [v for k, v in request.headers if k == b"host"]
+    if len(values) == 1 and values[0].lower() == name.encode():
+        return True
+    return _request_host(request) == name
 
 
 def _ip_literal(name: str) -> str | None:
@@ -1005,7 +1018,7 @@ async def _send_body(
             async with asyncio.timeout(idle_timeout_s):
                 conn.receive_data(await guest.receive())
         elif isinstance(event, h11.Data):
-            data = bytes(event.data)
+            data = event.data
             await upstream.send(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
         elif isinstance(event, h11.EndOfMessage):
             if chunked:

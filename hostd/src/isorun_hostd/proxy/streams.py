@@ -91,17 +91,20 @@ class TlsStream:
 
     async def receive(self, max_bytes: int = CHUNK_BYTES) -> bytes:
         while True:
-            try:
-                return self._tls.read(max_bytes)
-            except ssl.SSLWantReadError:
-                await self._flush()
+            # With nothing buffered either side of the TLS object, a read could only fail.
+            if self._incoming.pending or self._tls.pending():
                 try:
-                    await self._fill()
-                except ConnectionError:
+                    return self._tls.read(max_bytes)
+                except ssl.SSLWantReadError:
+                    pass
+                except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                    # A guest that closes without close_notify only truncates its own request,
+                    # which the HTTP framing above notices.
                     return b""
-            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-                # A guest that closes without close_notify only truncates its own request,
-                # which the HTTP framing above notices.
+            await self._flush()
+            try:
+                await self._fill()
+            except ConnectionError:
                 return b""
 
     async def send(self, data: bytes) -> None:
