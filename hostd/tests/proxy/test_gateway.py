@@ -192,10 +192,13 @@ async def test_a_chunked_upload_streams_through(world: World) -> None:
 
     async with guest_http(world) as guest:
         answer = await guest.post("/s/OPENAI_API_KEY/uploads", content=parts())
-    assert answer.status_code == 200
-    [seen] = world.upstream.seen
+        after = await guest.post("/s/OPENAI_API_KEY/uploads", content=b"sized")
+    assert (answer.status_code, after.status_code) == (200, 200)
+    seen, seen_after = world.upstream.seen
     assert seen.body == b"one,two,three"
     assert seen.headers["transfer-encoding"] == "chunked"
+    assert (seen_after.body, seen_after.headers["content-length"]) == (b"sized", "5")
+    assert world.upstream.connections == 1
 
 
 async def test_expect_100_continue_is_answered_by_the_gateway(world: World) -> None:
@@ -392,6 +395,7 @@ async def test_transparent_mode_injects_under_the_base_path_only(world: World) -
     assert outside.json()["headers"]["authorization"] == PLACEHOLDER
     assert fronted.status_code == 421
     assert [s.target for s in world.upstream.seen] == ["/v1/models", "/v2/other"]
+    assert world.upstream.connections == 1  # both over the intercepted connection's one
     assert world.audit.kinds("credential.inject") == [
         {"secret": "OPENAI_API_KEY", "host": UPSTREAM_HOST, "method": "GET", "path": "/v1/models"}
     ]

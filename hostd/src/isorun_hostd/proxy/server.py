@@ -1018,8 +1018,9 @@ async def _send_body(
             async with asyncio.timeout(idle_timeout_s):
                 conn.receive_data(await guest.receive())
         elif isinstance(event, h11.Data):
-            data = event.data
-            await upstream.send(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
+            # Never an empty chunk: "0" would end the body early, upstream.
+            if data := event.data:
+                await upstream.send(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
         elif isinstance(event, h11.EndOfMessage):
             if chunked:
                 await upstream.send(b"0\r\n\r\n")
