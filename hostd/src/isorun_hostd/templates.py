@@ -77,6 +77,8 @@ log = logging.getLogger(__name__)
 # A clone's agent answers within milliseconds of the load; a guest that is silent this long is
 # broken, and the caller is better off with the next way of getting a VM.
 CLONE_TIMEOUT_S = 15.0
+# A take refills its pool this long after, once the create and its first exec are done.
+REFILL_DELAY_S = 0.25
 # Host memory a template build must leave available, on top of the template itself.
 MIN_FREE_MEMORY_MIB = 512
 MIB = 1 << 20
@@ -174,6 +176,7 @@ class Templates:
         # One build per key at a time (the second create waits for the first one's build).
         self._building: dict[TemplateKey, asyncio.Task[Template | None]] = {}
         self._build_vms: set[MicroVM] = set()
+        self._timers: set[asyncio.TimerHandle] = set()
         self._closed = False
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -190,6 +193,8 @@ class Templates:
     async def aclose(self) -> None:
         """Stop builds and refills, kill every pool QEMU and remove ``root``."""
         self._closed = True
+        for timer in self._timers:
+            timer.cancel()
         # A pool entry being prepared is let finish (~0.5 s): it then sees _closed and quits.
         spawns = [t for template in self._templates.values() for t in template.spawning.values()]
         await asyncio.gather(*spawns, return_exceptions=True)
@@ -257,8 +262,9 @@ class Templates:
             return None
         finally:
             template.restoring -= 1
-            # After the restore, not during it: a starting QEMU would compete for the CPUs.
-            self._refill(template)
+            # After the create has answered and its first exec has run, not during them: a
+            # starting QEMU would compete for the CPUs (and its spawn for the event loop).
+            self._refill_later(template)
 
     async def _restore(self, template: Template, vm: MicroVM, hostname: str) -> bool:
         """Load ``vm`` unless it is a pool entry (loaded already), then give it its identity:
@@ -298,6 +304,14 @@ class Templates:
         return MicroVM(spec, self.caps, self.boot, self.run_dir, self.network)
 
     # -- the warm pool -----------------------------------------------------------------------
+
+    def _refill_later(self, template: Template) -> None:
+        def fire() -> None:
+            self._timers.discard(timer)
+            self._refill(template)
+
+        timer = asyncio.get_running_loop().call_later(REFILL_DELAY_S, fire)
+        self._timers.add(timer)
 
     def _refill(self, template: Template) -> None:
         if self._closed or template.evicted:

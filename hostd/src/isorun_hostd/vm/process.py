@@ -2,8 +2,11 @@
 
 QEMU is started with ``PR_SET_PDEATHSIG=SIGKILL`` so that it dies with hostd even when hostd
 itself is killed, and in its own session so a terminal's Ctrl-C reaches hostd, which then tears
-VMs down in order. Its stderr goes to ``qemu.log`` in the run folder, which error messages quote;
-its stdout carries the guest console (see ``console``).
+VMs down in order. The death signal is set by ``setpriv`` in front of QEMU's argv, not by a
+``preexec_fn``: without one, Python starts the child with vfork, which does not copy hostd's
+page tables (a fork of the API process blocks its event loop for milliseconds). Its stderr
+goes to ``qemu.log`` in the run folder, which error messages quote; its stdout carries the
+guest console (see ``console``).
 """
 
 from __future__ import annotations
@@ -24,16 +27,20 @@ def die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
+# setpriv execs the rest of the argv with the signal set; it survives that exec and nsenter's.
+DIE_WITH_PARENT = ("setpriv", "--pdeathsig", "KILL", "--")
+
+
 async def launch(argv: list[str], log_path: Path) -> asyncio.subprocess.Process:
     """Start QEMU with its stdout piped. Raises OSError if the binary cannot be executed."""
     with log_path.open("ab") as log:
         return await asyncio.create_subprocess_exec(
+            *DIE_WITH_PARENT,
             *argv,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=log,
             start_new_session=True,
-            preexec_fn=die_with_parent,
         )
 
 
