@@ -23,9 +23,10 @@ of the body:
 The gateway's ``PeerLookup`` maps 127.0.0.2 to a peer with the secret and a stand-in policy
 allowing allowed.test (a real CompiledPolicy never admits loopback); its resolver maps both
 names to the upstream; its audit sink is a no-op. The four connections take turns, one request
-each per round, after a warm-up of 20 rounds (the gateway's pooled upstream connection is open
-by then), so drift hits them alike. Explicit mode spares the client its TLS (a few us) that
-direct pays; transparent and spliced carry the same client TLS as direct.
+each per round, after a warm-up of 20 rounds (by then the gateway holds the upstream
+connection it keeps for each guest connection), so drift hits them alike. Explicit mode spares
+the client its TLS (a few us) that direct pays; transparent and spliced carry the same client
+TLS as direct.
 
 Policy changes, on hostd's Runtime (templates off, python fixture image, 1 vCPU, 256 MiB) with
 a fake internet (tests/framework/fake_internet.py) as its DNS upstream:
