@@ -270,11 +270,14 @@ class Templates:
         """Load ``vm`` unless it is a pool entry (loaded already), then give it its identity:
         the round trip proves its agent answers. False, with ``vm`` destroyed, on failure."""
         try:
-            if vm.state.state is not VMState.RUNNING:
+            # A pool entry's warm-up gave it a machine-id of its own already.
+            warmed = vm.state.state is VMState.RUNNING
+            if not warmed:
                 await vm.start(
                     timeout_s=CLONE_TIMEOUT_S, restore=template.device_state, ignore_shared=True
                 )
-            await asyncio.wait_for(vm.channel.identity(fresh_identity(hostname)), CLONE_TIMEOUT_S)
+            identity = fresh_identity(hostname, machine_id=not warmed)
+            await asyncio.wait_for(vm.channel.identity(identity), CLONE_TIMEOUT_S)
         except BaseException as exc:
             await vm.destroy()
             if not isinstance(exc, Exception):

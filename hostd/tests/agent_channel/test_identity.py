@@ -29,6 +29,13 @@ def test_the_payload_is_the_wire_shape() -> None:
     }
 
 
+def test_without_a_machine_id_the_payload_leaves_it_out() -> None:
+    request = IdentityRequest(**{**GOOD, "machine_id": None})
+    assert "machine_id" not in request.payload()
+    assert fresh_identity("sb-a", machine_id=False).machine_id is None
+    assert fresh_identity("sb-a").machine_id is not None
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [

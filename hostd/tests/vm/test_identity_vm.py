@@ -66,6 +66,11 @@ async def test_identity_sets_hostname_machine_id_and_clock(sandbox: Sandbox) -> 
     assert await guest_text(sandbox, "hostname") == "sb-restored"
     assert await guest_text(sandbox, "cat /etc/machine-id") == right.machine_id
     assert await guest_text(sandbox, "ls -a /etc | grep -c machine-id") == "1"  # no temp left
+    # Without a machine-id (a warmed pool entry's handout) the guest keeps its own.
+    reply = await sandbox.channel.identity(fresh_identity("sb-handed-out", machine_id=False))
+    assert not reply.machine_id_written
+    assert await guest_text(sandbox, "hostname") == "sb-handed-out"
+    assert await guest_text(sandbox, "cat /etc/machine-id") == right.machine_id
     # The pool was seeded: a read of the blocking device returns at once.
     assert await guest_text(sandbox, "head -c 32 /dev/random | wc -c") == "32"
 

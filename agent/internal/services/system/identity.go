@@ -47,7 +47,7 @@ type identityRequest struct {
 // leaves the guest untouched.
 func parseIdentity(req channel.Request) (identityRequest, error) {
 	var r identityRequest
-	for _, name := range []string{"entropy", "time_unix_ns", "hostname", "machine_id"} {
+	for _, name := range []string{"entropy", "time_unix_ns", "hostname"} {
 		if !req.Has(name) {
 			return r, channel.BadRequest(name, "required")
 		}
@@ -82,7 +82,7 @@ func parseIdentity(req channel.Request) (identityRequest, error) {
 	if r.machineID, err = req.String("machine_id", ""); err != nil {
 		return r, err
 	}
-	if !validMachineID(r.machineID) {
+	if req.Has("machine_id") && !validMachineID(r.machineID) {
 		return r, channel.BadRequest("machine_id",
 			"must be %d lowercase hex characters and not all zero, got %q", machineIDLen, r.machineID)
 	}
@@ -104,7 +104,7 @@ func validMachineID(id string) bool {
 }
 
 // identity gives a restored or forked guest fresh entropy, the host's wall clock, a hostname and
-// a machine-id. Entropy comes first, so that nothing after it (nor anything the host runs next)
+// (unless the request leaves it out: a pool entry got its own when it was warmed) a machine-id. Entropy comes first, so that nothing after it (nor anything the host runs next)
 // draws from the RNG state the snapshot shares with its siblings.
 func (s *Service) identity(st *channel.Stream, req channel.Request) (any, error) {
 	r, err := parseIdentity(req)
@@ -125,9 +125,11 @@ func (s *Service) identity(st *channel.Stream, req channel.Request) (any, error)
 	if err := s.host.SetHostname(r.hostname); err != nil {
 		return nil, stepFailed("hostname", err)
 	}
-	written, err := s.host.WriteMachineID(r.machineID)
-	if err != nil {
-		return nil, stepFailed("machine_id", err)
+	written := false
+	if r.machineID != "" {
+		if written, err = s.host.WriteMachineID(r.machineID); err != nil {
+			return nil, stepFailed("machine_id", err)
+		}
 	}
 	return map[string]any{
 		"ok":                 true,

@@ -85,6 +85,21 @@ func TestIdentityAppliesEveryStepInOrder(t *testing.T) {
 	}
 }
 
+func TestIdentityWithoutMachineIDKeepsTheGuestsOwn(t *testing.T) {
+	host := &fakeHost{}
+	c := channeltest.Start(t, New(func() int { return 0 }, host).Handlers(), nil)
+	c.Hello("s")
+	req := goodRequest()
+	delete(req, "machine_id")
+	r := c.Call(req)
+	if r.Err != nil || r.Reply["machine_id_written"] != false {
+		t.Fatalf("identity: %v", r)
+	}
+	if got := strings.Join(host.calls, ","); got != "entropy,clock,hostname" {
+		t.Fatalf("steps: %s", got)
+	}
+}
+
 func TestIdentityRejectsMalformedFieldsBeforeTouchingAnything(t *testing.T) {
 	b64 := func(n int) string { return base64.StdEncoding.EncodeToString(make([]byte, n)) }
 	cases := []struct {
@@ -115,7 +130,7 @@ func TestIdentityRejectsMalformedFieldsBeforeTouchingAnything(t *testing.T) {
 		{"hostname too long", "hostname", strings.Repeat("a", 64), "DNS label"},
 		{"hostname with NUL", "hostname", "a\x00b", "DNS label"},
 		{"hostname a list", "hostname", []string{"a"}, "must be a string"},
-		{"machine_id missing", "machine_id", nil, `"machine_id": required`},
+		{"machine_id empty", "machine_id", "", "32 lowercase hex"},
 		{"machine_id short", "machine_id", goodID[:31], "32 lowercase hex"},
 		{"machine_id long", "machine_id", goodID + "0", "32 lowercase hex"},
 		{"machine_id upper case", "machine_id", strings.ToUpper(goodID), "32 lowercase hex"},

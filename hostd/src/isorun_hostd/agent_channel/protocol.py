@@ -193,22 +193,25 @@ class IdentityRequest(BaseModel):
     entropy: bytes = Field(min_length=MIN_ENTROPY_BYTES, max_length=MAX_ENTROPY_BYTES, repr=False)
     time_unix_ns: int = Field(ge=MIN_TIME_UNIX_NS, lt=1 << 63)
     hostname: str = Field(pattern=HOSTNAME_PATTERN)
-    machine_id: str = Field(pattern=MACHINE_ID_PATTERN)
+    # None keeps the guest's own: one a previous identity op gave it.
+    machine_id: str | None = Field(default=None, pattern=MACHINE_ID_PATTERN)
 
     @model_validator(mode="after")
     def _not_the_null_id(self) -> IdentityRequest:
-        if not self.machine_id.strip("0"):
+        if self.machine_id is not None and not self.machine_id.strip("0"):
             raise ValueError("machine_id must not be all zero")
         return self
 
     def payload(self) -> dict[str, object]:
-        return {
+        payload: dict[str, object] = {
             "op": "identity",
             "entropy": base64.b64encode(self.entropy).decode(),
             "time_unix_ns": self.time_unix_ns,
             "hostname": self.hostname,
-            "machine_id": self.machine_id,
         }
+        if self.machine_id is not None:
+            payload["machine_id"] = self.machine_id
+        return payload
 
 
 class ExecRequest(BaseModel):

@@ -18,8 +18,10 @@ from isorun_hostd.agent_channel.protocol import IdentityRequest
 ENTROPY_BYTES = 64
 
 
-def fresh_identity(hostname: str) -> IdentityRequest:
-    """A new identity: random seed, the host's wall clock now, ``hostname``, a random machine-id.
+def fresh_identity(hostname: str, *, machine_id: bool = True) -> IdentityRequest:
+    """A new identity: random seed, the host's wall clock now, ``hostname``, a random machine-id
+    (without ``machine_id`` the guest keeps its own: for a warm-pool entry, whose warm-up gave
+    it one that no other guest has, this spares the file write, ~8 ms under TCG).
 
     Build it just before sending: ``time_unix_ns`` is read here, so any delay before the
     guest applies it puts the guest's clock behind by that much.
@@ -31,5 +33,5 @@ def fresh_identity(hostname: str) -> IdentityRequest:
         entropy=os.urandom(ENTROPY_BYTES),
         time_unix_ns=time.time_ns(),
         hostname=hostname,
-        machine_id=uuid.uuid4().hex,
+        machine_id=uuid.uuid4().hex if machine_id else None,
     )
