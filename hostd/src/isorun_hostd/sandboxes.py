@@ -467,7 +467,7 @@ class Runtime:
         (its transparent mode presents certificates from it), as one PEM file."""
         if self.network is None:
             return b""
-        pems = [path.read_bytes() for path in self.settings.guest_ca_files]
+        pems = list(self.network.guest_cas)
         if network.secrets:
             pems.append(self.network.ca.cert_pem)
         return b"".join(pem if pem.endswith(b"\n") else pem + b"\n" for pem in pems)

@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Binding:
+    slot: Slot
     sandbox_id: str
     spec: NetworkSpec
     policy: CompiledPolicy
@@ -69,6 +70,8 @@ class HostNetwork:
         self.profiles = load_profiles(settings.egress_profiles_path)
         self.upstream = Upstream.from_settings(settings)
         self.ca = CertificateAuthority.load_or_create(settings.state_dir / "proxy-ca")
+        # Read once: every create and restore of a guest adds them to its trust store.
+        self.guest_cas = tuple(path.read_bytes() for path in settings.guest_ca_files)
         upstream_ssl = ssl.create_default_context()
         for path in settings.upstream_ca_files:
             upstream_ssl.load_verify_locations(cafile=path)
@@ -83,8 +86,7 @@ class HostNetwork:
         )
         self.ports = nft.ProxyPorts(0, 0, 0)
         self._never_open: tuple[IPv4Network, ...] = (TRANSIT_NETWORK,)
-        self._slots: dict[str, Slot] = {}  # by the slot's transit address
-        self._bindings: dict[str, Binding] = {}  # the same key
+        self._bindings: dict[str, Binding] = {}  # by the slot's transit address
         self._started = False
         self._locked_down = nft.SlotSets()
 
@@ -112,9 +114,7 @@ class HostNetwork:
         return CompiledPolicy.from_policy(policy, self.profiles, never_open=self._never_open)
 
     async def open_slot(self) -> Slot:
-        slot = await Slot.open(self.ports, self._locked_down)
-        self._slots[str(slot.plan.ns_ip)] = slot
-        return slot
+        return await Slot.open(self.ports, self._locked_down)
 
     async def bind(self, slot: Slot, sandbox_id: str, spec: NetworkSpec) -> None:
         """Give ``slot`` the policy of ``spec`` and tell the proxies whose it is.
@@ -127,7 +127,7 @@ class HostNetwork:
         sets = slot_sets(policy)
         if sets != self._locked_down:
             await slot.set_policy(sets)
-        self._bindings[str(slot.plan.ns_ip)] = Binding(sandbox_id, spec, policy)
+        self._bindings[str(slot.plan.ns_ip)] = Binding(slot, sandbox_id, spec, policy)
 
     async def set_policy(self, slot: Slot, policy: EgressPolicy) -> NetworkSpec:
         """Change a bound slot's policy in place; the sandbox's new network spec."""
@@ -136,25 +136,22 @@ class HostNetwork:
         compiled = self.compile(policy)
         await slot.set_policy(slot_sets(compiled))
         spec = binding.spec.model_copy(update={"policy": policy})
-        self._bindings[key] = Binding(binding.sandbox_id, spec, compiled)
+        self._bindings[key] = Binding(slot, binding.sandbox_id, spec, compiled)
         self.audit(binding.sandbox_id, "policy.change", {"policy": policy.model_dump(mode="json")})
         return spec
 
     def unbind(self, slot: Slot) -> None:
-        key = str(slot.plan.ns_ip)
-        self._bindings.pop(key, None)
-        self._slots.pop(key, None)
+        self._bindings.pop(str(slot.plan.ns_ip), None)
 
     def peer(self, source: str) -> Peer | None:
         """The ``PeerLookup`` of the proxies: the sandbox behind a transit address."""
         binding = self._bindings.get(source)
-        slot = self._slots.get(source)
-        if binding is None or slot is None or slot.closed:
+        if binding is None or binding.slot.closed:
             return None
 
         async def admit(addresses: Sequence[str], ttl_s: int) -> None:
             opened = [IPv4Address(a) for a in addresses if binding.policy.admits(a)]
-            await slot.admit(opened, ttl_s)
+            await binding.slot.admit(opened, ttl_s)
 
         return Peer(binding.sandbox_id, binding.policy, binding.spec.secrets, admit)
 
