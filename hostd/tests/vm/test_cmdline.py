@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from isorun_hostd.vm.bootfiles import BootFiles
 from isorun_hostd.vm.capabilities import HostCapabilities
-from isorun_hostd.vm.cmdline import RunPaths, VMSpec, build_argv
+from isorun_hostd.vm.cmdline import RunPaths, VMSpec, build_argv, kernel_cmdline
 
 GOLDEN = Path(__file__).parent / "golden"
 BOOT = BootFiles(Path("/b/vmlinux.elf"), Path("/b/initramfs.cpio"), "6.1.0-test-amd64")
@@ -33,6 +33,12 @@ def test_kvm_and_tcg_differ_only_in_the_accelerator() -> None:
     kvm = build_argv(spec, _caps("kvm"), BOOT, PATHS)
     changed = {(a, b) for a, b in zip(tcg, kvm, strict=True) if a != b}
     assert {a for a, _ in changed} == {"tcg", "max", next(x for x in tcg if "tsc_early_khz" in x)}
+
+
+def test_only_tcg_guests_run_without_aslr() -> None:
+    spec = VMSpec("sb-1", disk=Path("/img/disk.erofs"), nic=True)
+    assert "norandmaps" in kernel_cmdline(spec, _caps("tcg")).split()
+    assert "norandmaps" not in kernel_cmdline(spec, _caps("kvm")).split()
 
 
 def test_template_and_clone_differ_only_in_share_paths_and_name() -> None:
