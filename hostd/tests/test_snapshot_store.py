@@ -88,3 +88,19 @@ def test_sweep_removes_only_old_unfinished_saves(tmp_path: Path) -> None:
         os.utime(store.folder(name), (old, old))
     assert store.sweep(older_than_s=60) == ["stale"]
     assert sorted(p.name for p in store.root.iterdir()) == ["done", "in-progress"]
+
+
+def test_discard_frees_the_id_at_once_and_sweep_removes_what_was_left(tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path / "snapshots")
+    store.prepare("snap-1")
+    store.commit(meta("snap-1", tmp_path))
+    gone = store.discard("snap-1")
+    assert gone is not None and gone.is_dir()
+    with pytest.raises(SnapshotNotFound):
+        store.get("snap-1")
+    assert store.all() == []
+    store.prepare("snap-1")  # the id is free while the old folder awaits removal
+    assert store.discard("absent") is None
+    # A process that died before removing it: the next start's sweep does, whatever its age.
+    assert store.sweep(older_than_s=60) == [gone.name]
+    assert [p.name for p in store.root.iterdir()] == ["snap-1"]

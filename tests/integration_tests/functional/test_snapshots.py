@@ -12,6 +12,7 @@ import asyncio
 import os
 import signal
 import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -84,7 +85,18 @@ async def test_two_forks_are_distinct_independent_and_keep_processes(
     finally:
         for clone in clones:
             await runtime.destroy(clone)
-    assert not list(runtime._fork_streams.root.iterdir())
+    assert await emptied(runtime._fork_streams.root)
+
+
+async def emptied(folder: Path, timeout_s: float = 10.0) -> bool:
+    """Whether ``folder`` is empty within ``timeout_s``: a fork stream is removed in the
+    background once its clones are up."""
+    deadline = time.monotonic() + timeout_s
+    while any(folder.iterdir()):
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
 
 
 async def test_named_snapshot_restores_as_many_sandboxes_as_asked(
@@ -184,11 +196,14 @@ async def test_hibernated_sandbox_resumes_after_a_hostd_restart(
 ) -> None:
     sb = await runtime.create(python_ref)
     await text(sb, f"echo kept > /tmp/file.txt; {HEARTBEAT}")
+    machine_id = await text(sb, "cat /etc/machine-id")
     meta = await runtime.hibernate(sb)
     assert runtime.get(sb.id) is None
     assert meta.kind == "hibernation"
     assert [m.snapshot_id for m in runtime.hibernations.all()] == [sb.id]
 
+    # Asleep long enough that a guest clock left where it stopped would be seconds behind.
+    await asyncio.sleep(2)
     # A second hostd on the same state dir, as after a restart.
     restarted = Runtime(settings.model_copy(update={"run_dir": tmp_path / "run"}))
     await restarted.start()
@@ -198,6 +213,10 @@ async def test_hibernated_sandbox_resumes_after_a_hostd_restart(
         assert await text(resumed, "cat /tmp/file.txt") == "kept\n"
         assert await still_beating(resumed)
         assert (await text(resumed, "hostname")).strip() == sb.id
+        # The machine that hibernated, not a copy of it: it keeps its machine-id.
+        assert await text(resumed, "cat /etc/machine-id") == machine_id
+        guest_now = float(await text(resumed, "date +%s.%N"))
+        assert abs(guest_now - time.time()) < 1.0
         assert restarted.hibernations.all() == []
     finally:
         await restarted.aclose()
