@@ -10,13 +10,20 @@ All on hostd's Runtime in this process, python fixture image (1 vCPU, 256 MiB), 
   fork1_ms                 fork of 1: save the source once + restore 1 clone, all answering
   fork10_per_clone_ms      fork of 10, total / 10
   hibernate_ms             save to disk and stop the VM
-  resume_first_exec_ms     resume -> first `true` exec result back
+  resume_ms                resume -> the sandbox answers (its identity op is done)
+  resume_first_exec_ms     resume_ms + the first `true` exec's result back
   resume_spans_ms          where a resume's time went (medians): launch (QEMU exec -> QMP up;
                            0 with a waiting restore target), load, cont, agent (handshake),
-                           identity (the op), exec (the first `true`)
+                           identity (the op), exec (the first `true`); then, on the same VM,
+                           identity_again and exec_again: the same two steps once the guest
+                           code they run is translated; and under TCG blocks_resume and
+                           blocks_exec, the code blocks QEMU translated for the resume and for
+                           the first exec (what separates the first run from the second)
   fork1_spans_ms           the same for fork of 1's clone, plus save (the source's)
   idle_clone_pss_mib       host memory (PSS) of a template clone's QEMU, 5 clones alive, 2 s idle
   idle_clone_rss_mib       the same, RSS
+  idle_clone_jit_mib       the same clone's TCG translation cache: host code generated for the
+                           guest code it ran (absent under KVM; each QEMU builds its own)
 and the accelerator (KVM or TCG), which dominates every number.
 """
 
@@ -33,6 +40,7 @@ from pathlib import Path
 from isorun_hostd.agent_channel import ExecRequest
 from isorun_hostd.config import Settings
 from isorun_hostd.sandboxes import Runtime, Sandbox
+from isorun_hostd.vm.identity import fresh_identity
 
 from bench.boot import IMAGE, environment, memory_mib, print_table, summary, write_json
 from tests.framework.registry import registry_with_fixtures
@@ -44,9 +52,11 @@ METRICS = (
     "fork1_ms",
     "fork10_per_clone_ms",
     "hibernate_ms",
+    "resume_ms",
     "resume_first_exec_ms",
     "idle_clone_pss_mib",
     "idle_clone_rss_mib",
+    "idle_clone_jit_mib",
 )
 IDLE_CLONES = 5
 
@@ -59,6 +69,24 @@ async def exec_true(sandbox: Sandbox) -> None:
     process = await sandbox.channel.exec(ExecRequest(argv=["true"]))
     end = await process.wait()
     assert end.exit_code == 0, end
+
+
+async def first_and_again(sandbox: Sandbox, spans: dict[str, float]) -> None:
+    """The first `true` exec of a restored sandbox, then its identity op and exec again, with
+    the blocks TCG translated (into ``spans``)."""
+    before = await sandbox.vm.translation()
+    started = time.perf_counter()
+    await exec_true(sandbox)
+    spans["exec"] = ms_since(started)
+    after = await sandbox.vm.translation()
+    if before is not None and after is not None:
+        spans["blocks_resume"], spans["blocks_exec"] = before.blocks, after.blocks - before.blocks
+    started = time.perf_counter()
+    await sandbox.channel.identity(fresh_identity(sandbox.hostname, machine_id=False))
+    spans["identity_again"] = ms_since(started)
+    started = time.perf_counter()
+    await exec_true(sandbox)
+    spans["exec_again"] = ms_since(started)
 
 
 async def wait_for_pool(runtime: Runtime, timeout_s: float = 30.0) -> None:
@@ -102,10 +130,12 @@ async def hibernate_resume(
         figures["hibernate_ms"].append(ms_since(started))
         started = time.perf_counter()
         resumed = await runtime.resume(sandbox.id)
-        exec_started = time.perf_counter()
-        await exec_true(resumed)
-        figures["resume_first_exec_ms"].append(ms_since(started))
-        spans.append({**resumed.vm.spans_ms, "exec": ms_since(exec_started)})
+        figures["resume_ms"].append(ms_since(started))
+        row = dict(resumed.vm.spans_ms)
+        # The first exec is timed alone: the block counts are read around it, not in it.
+        await first_and_again(resumed, row)
+        figures["resume_first_exec_ms"].append(figures["resume_ms"][-1] + row["exec"])
+        spans.append(row)
         await runtime.destroy(resumed)
     return spans
 
@@ -135,6 +165,9 @@ async def measure(reference: str, settings: Settings, runs: int) -> dict[str, ob
             rss, pss = memory_mib(clone.vm.pid)
             figures["idle_clone_rss_mib"].append(rss)
             figures["idle_clone_pss_mib"].append(pss)
+            jit = await clone.vm.translation()
+            if jit is not None:
+                figures["idle_clone_jit_mib"].append(jit.code_bytes / 2**20)
         await asyncio.gather(*(runtime.destroy(c) for c in clones))
 
         source = await runtime.create(reference)
@@ -144,9 +177,7 @@ async def measure(reference: str, settings: Settings, runs: int) -> dict[str, ob
             figures["fork1_ms"].append(ms_since(started))
             spans = dict(clone.vm.spans_ms)
             spans["save"] = figures["fork1_ms"][-1] - sum(spans.values())
-            exec_started = time.perf_counter()
-            await exec_true(clone)
-            spans["exec"] = ms_since(exec_started)
+            await first_and_again(clone, spans)
             fork_spans.append(spans)
             await runtime.destroy(clone)
         for _ in range(max(1, runs // 5)):
@@ -166,7 +197,7 @@ async def measure(reference: str, settings: Settings, runs: int) -> dict[str, ob
         "vm": {"vcpus": 1, "mem_mib": 256},
         "pool_size": settings.template_pool_size,
         "restore_pool_size": settings.restore_pool_size,
-        **{name: summary(values) for name, values in figures.items()},
+        **{name: summary(values) for name, values in figures.items() if values},
         "resume_spans_ms": spans_ms(resume_spans),
         "fork1_spans_ms": spans_ms(fork_spans),
     }
@@ -183,7 +214,7 @@ def main() -> int:
     ):
         settings = Settings(state_dir=Path(tmp) / "state", run_dir=Path(tmp) / "run")
         result = asyncio.run(measure(registry.ref(IMAGE), settings, args.runs))
-    print_table(result, METRICS)
+    print_table(result, [name for name in METRICS if name in result])
     for name in ("resume_spans_ms", "fork1_spans_ms"):
         print(name, result[name])
     write_json(args.json, result)

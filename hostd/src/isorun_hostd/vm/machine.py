@@ -20,8 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn, Protocol
 
@@ -366,6 +368,29 @@ class MicroVM:
         assert self._qmp is not None
         reply = await self._qmp.execute("query-status")
         return str(reply["status"])
+
+    async def translation(self) -> Translation | None:
+        """What TCG has translated of the guest's code in this QEMU so far (its ``info jit``);
+        None under KVM, which translates nothing. bench/ reports it to show how much of a
+        restored guest's first steps, and of an idle clone's memory, is translation."""
+        self.state.require(VMState.RUNNING)
+        assert self._qmp is not None
+        if self.caps.accel != "tcg":
+            return None
+        text = str(await self._qmp.execute("human-monitor-command", {"command-line": "info jit"}))
+        blocks = re.search(r"^TB count\s+(\d+)", text, re.MULTILINE)
+        code = re.search(r"^gen code size\s+(\d+)", text, re.MULTILINE)
+        if blocks is None or code is None:
+            return None
+        return Translation(blocks=int(blocks.group(1)), code_bytes=int(code.group(1)))
+
+
+@dataclass(frozen=True, slots=True)
+class Translation:
+    """TCG's translation cache: guest code blocks translated, host code generated for them."""
+
+    blocks: int
+    code_bytes: int
 
 
 def remove_stale_run_dirs(run_root: Path) -> list[str]:
