@@ -10,10 +10,10 @@ import pytest
 from api_support import BOTH_ENGINES, assert_problem, auth
 from isorun_backend.core.config import BackendSettings
 from isorun_backend.core.security import Principal
-from isorun_backend.models import QuotaReservation, SandboxCreate
+from isorun_backend.models import IdempotencyRecord, QuotaReservation, SandboxCreate
 from isorun_backend.services import Services
 from isorun_backend.services.api_keys import authenticate, create_key, create_tenant
-from isorun_backend.services.errors import InternalError
+from isorun_backend.services.errors import Conflict, InternalError, QuotaExceeded
 from isorun_backend.services.quotas import QuotaService, set_limits
 from isorun_hostd.vm.errors import LaunchError
 from sqlalchemy import select
@@ -67,6 +67,46 @@ async def test_a_failed_create_gives_its_reservation_back(
     for _ in range(2):  # the second is refused by QEMU again, not by a leaked reservation
         with pytest.raises(InternalError):
             await services.sandboxes.create(principal, SandboxCreate(**SMALL))
+
+
+async def test_an_idempotency_key_is_claimed_with_the_quota_or_not_at_all(
+    services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = await _tenant(services, sandboxes=0)
+    principal: Principal = await authenticate(services.db, key)
+    with pytest.raises(QuotaExceeded):
+        await services.sandboxes.create(principal, SandboxCreate(**SMALL), "retry-me")
+    assert await _claims(services, principal.tenant_id) == []
+
+    # A create in progress holds its key; a second one with it is refused and leaves it held.
+    await set_limits(services.db, principal.tenant_id, sandboxes=1)
+    booting = asyncio.Event()
+
+    async def stall(*args: Any, **kwargs: Any) -> Any:
+        booting.set()
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(services.runtime, "create", stall)
+    first = asyncio.create_task(
+        services.sandboxes.create(principal, SandboxCreate(**SMALL), "retry-me")
+    )
+    await booting.wait()
+    with pytest.raises(Conflict, match="in progress"):
+        await services.sandboxes.create(principal, SandboxCreate(**SMALL), "retry-me")
+    assert await _claims(services, principal.tenant_id) == ["retry-me"]
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    # The cancelled create gave its key back, so a retry creates again.
+    assert await _claims(services, principal.tenant_id) == []
+
+
+async def _claims(services: Services, tenant_id: str) -> list[str]:
+    async with services.db.session() as session:
+        keys = await session.scalars(
+            select(IdempotencyRecord.key).where(IdempotencyRecord.tenant_id == tenant_id)
+        )
+        return list(keys)
 
 
 @pytest.mark.vm

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from sqlalchemy import delete, event, func, select
@@ -46,17 +46,26 @@ class QuotaService:
 
     @asynccontextmanager
     async def reserve(
-        self, tenant_id: str, vcpus: int, memory_mib: int, *, count: int = 1
+        self,
+        tenant_id: str,
+        vcpus: int,
+        memory_mib: int,
+        *,
+        count: int = 1,
+        first: Callable[[AsyncSession], Awaitable[None]] | None = None,
     ) -> AsyncIterator[str]:
         """Hold ``count`` sandboxes of this size (a create: 1; a fork: its clones) for the
-        block; yields the reservation group to settle.
+        block; yields the reservation group to settle. ``first`` runs in the reservation's
+        transaction before the check (a create's Idempotency-Key claim: one commit instead of
+        two, and a refused create leaves no claim); what it raises rolls everything back.
 
         Raises:
             QuotaExceeded: the sandboxes would take the tenant past a limit (the first one
                 found, in the order sandboxes, vcpus, memory_mib).
             NotFound: no such tenant.
+            Whatever ``first`` raises.
         """
-        group = await self._reserve(tenant_id, vcpus, memory_mib, count)
+        group = await self._reserve(tenant_id, vcpus, memory_mib, count, first)
         try:
             yield group
         finally:
@@ -66,7 +75,14 @@ class QuotaService:
                 # No settle, or its transaction rolled back: free the resources.
                 await asyncio.shield(self._forget(group))
 
-    async def _reserve(self, tenant_id: str, vcpus: int, memory_mib: int, count: int) -> str:
+    async def _reserve(
+        self,
+        tenant_id: str,
+        vcpus: int,
+        memory_mib: int,
+        count: int,
+        first: Callable[[AsyncSession], Awaitable[None]] | None,
+    ) -> str:
         group = f"qr-{secrets.token_hex(8)}"
         reservations = [
             QuotaReservation(
@@ -82,6 +98,8 @@ class QuotaService:
             )
             if tenant is None:
                 raise NotFound(f"no tenant {tenant_id!r}")
+            if first is not None:
+                await first(session)
             # Write before counting: on SQLite the first write takes the write lock, so a
             # concurrent reservation cannot count between our count and our commit.
             session.add_all(reservations)

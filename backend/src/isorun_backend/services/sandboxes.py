@@ -1,7 +1,8 @@
 """Sandboxes: the rows tenants see, and the VMs behind them on hostd nodes.
 
 ```
-create    resolve alias ─► reserve Idempotency-Key ─► place (room, image cached, least loaded)
+create    resolve alias ─► one transaction: claim the Idempotency-Key (an earlier create's
+          sandbox: replay it) and reserve the quota ─► place (room, image cached, least loaded)
           ─► node create (VM, id chosen here) ─► row "running" naming the node
           node fails: no row, key released · row insert fails: VM destroyed, key released
 delete    forget VM ─► destroy it on its node ─► row deleted_at (404 from then on)
@@ -38,6 +39,7 @@ import base64
 import binascii
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -58,6 +60,7 @@ from isorun_hostd.vm import VMError
 from isorun_hostd.vm.errors import BootTimeout, SnapshotError
 from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from isorun_backend.core.config import BackendSettings
 from isorun_backend.core.security import Principal
@@ -99,6 +102,14 @@ from isorun_backend.storage import Database
 log = logging.getLogger(__name__)
 
 IDEMPOTENCY_TTL = dt.timedelta(hours=24)
+
+
+class _Replay(Exception):
+    """The create's Idempotency-Key names a sandbox an earlier create made."""
+
+    def __init__(self, sandbox_id: str) -> None:
+        super().__init__(sandbox_id)
+        self.sandbox_id = sandbox_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,14 +201,17 @@ class SandboxService(SavedStates, Networks):
                 network = await self._snapshot_network(snapshot)
         else:
             reference = images.resolve(body.image or "python", self._settings.image_aliases)
+        claim = None
         if idempotency_key is not None:
-            replay = await self._reserve(principal, idempotency_key, request_hash)
-            if replay is not None:
-                return await self._public_any(principal, replay), True
+            claim = functools.partial(
+                self._claim, principal=principal, key=idempotency_key, request_hash=request_hash
+            )
+        claimed = False
         try:
             async with self._quotas.reserve(
-                principal.tenant_id, body.vcpus, body.memory_mib
+                principal.tenant_id, body.vcpus, body.memory_mib, first=claim
             ) as reservation:
+                claimed = claim is not None
                 public = await self._boot(
                     principal,
                     body,
@@ -207,8 +221,10 @@ class SandboxService(SavedStates, Networks):
                     snapshot=snapshot,
                     network=network,
                 )
+        except _Replay as replay:
+            return await self._public_any(principal, replay.sandbox_id), True
         except BaseException:
-            if idempotency_key is not None:
+            if claimed and idempotency_key is not None:
                 await asyncio.shield(self._release(principal, idempotency_key))
             raise
         return public, False
@@ -543,30 +559,35 @@ class SandboxService(SavedStates, Networks):
 
     # -- idempotency ---------------------------------------------------------------------------
 
-    async def _reserve(self, principal: Principal, key: str, request_hash: str) -> str | None:
-        """Claim ``key`` for a new create, or return the sandbox id an earlier one made."""
-        try:
-            async with self._db.session() as session, session.begin():
-                record = await session.get(IdempotencyRecord, (principal.tenant_id, key))
-                if record is not None and record.created_at < utcnow() - IDEMPOTENCY_TTL:
-                    await session.delete(record)
-                    await session.flush()
-                    record = None
-                if record is None:
-                    session.add(
-                        IdempotencyRecord(
-                            tenant_id=principal.tenant_id, key=key, request_hash=request_hash
-                        )
-                    )
-                    return None
-                if record.request_hash != request_hash:
-                    raise Conflict(f"Idempotency-Key {key!r} was used with a different request")
-                if record.sandbox_id is None:
-                    raise Conflict(f"a create with Idempotency-Key {key!r} is in progress")
-                return record.sandbox_id
-        except IntegrityError as exc:
-            # Another request inserted the same key between our read and our insert.
-            raise Conflict(f"a create with Idempotency-Key {key!r} is in progress") from exc
+    async def _claim(
+        self, session: AsyncSession, *, principal: Principal, key: str, request_hash: str
+    ) -> None:
+        """Claim ``key`` for a new create in the caller's transaction (the quota reservation's).
+
+        Raises:
+            _Replay: an earlier create with this key and request made a sandbox.
+            Conflict: the key is in use by a create in progress, or with another request.
+        """
+        record = await session.get(IdempotencyRecord, (principal.tenant_id, key))
+        if record is not None and record.created_at < utcnow() - IDEMPOTENCY_TTL:
+            await session.delete(record)
+            await session.flush()
+            record = None
+        if record is None:
+            session.add(
+                IdempotencyRecord(tenant_id=principal.tenant_id, key=key, request_hash=request_hash)
+            )
+            try:
+                await session.flush()
+            except IntegrityError as exc:
+                # Another request inserted the same key between our read and our insert.
+                raise Conflict(f"a create with Idempotency-Key {key!r} is in progress") from exc
+            return
+        if record.request_hash != request_hash:
+            raise Conflict(f"Idempotency-Key {key!r} was used with a different request")
+        if record.sandbox_id is None:
+            raise Conflict(f"a create with Idempotency-Key {key!r} is in progress")
+        raise _Replay(record.sandbox_id)
 
     async def _release(self, principal: Principal, key: str) -> None:
         """Forget a key whose create failed, so that a retry creates again."""
