@@ -4,16 +4,19 @@ package spec
 
 // Scalars of the wire contract (protocol.md sections 1, 4, 5 and 6).
 const (
-	Protocol            = 1
-	Magic               = "ISRN"
-	HeaderBytes         = 20
-	MaxPayloadBytes     = 1048576
-	DataChunkBytes      = 65536
-	InitialWindowBytes  = 262144
-	MaxStreams          = 1024
-	ExitTTLMs           = 300000
-	DetachedBufferBytes = 65536
-	PortName            = "org.isorun.agent.0"
+	Protocol                = 1
+	Magic                   = "ISRN"
+	HeaderBytes             = 20
+	MaxPayloadBytes         = 1048576
+	DataChunkBytes          = 65536
+	InitialWindowBytes      = 262144
+	MaxStreams              = 1024
+	ExitTTLMs               = 300000
+	DetachedBufferBytes     = 65536
+	ShellScrollbackBytes    = 262144
+	MaxShellScrollbackBytes = 4194304
+	MaxShells               = 64
+	PortName                = "org.isorun.agent.0"
 )
 
 // Frame types (protocol.md section 2).

@@ -17,16 +17,19 @@ func TestConstantsMatchWireJSON(t *testing.T) {
 		t.Fatal(err)
 	}
 	scalars := map[string]any{
-		"protocol":              Protocol,
-		"magic":                 Magic,
-		"header_bytes":          HeaderBytes,
-		"max_payload_bytes":     MaxPayloadBytes,
-		"data_chunk_bytes":      DataChunkBytes,
-		"initial_window_bytes":  InitialWindowBytes,
-		"max_streams":           MaxStreams,
-		"exit_ttl_ms":           ExitTTLMs,
-		"detached_buffer_bytes": DetachedBufferBytes,
-		"port_name":             PortName,
+		"protocol":                   Protocol,
+		"magic":                      Magic,
+		"header_bytes":               HeaderBytes,
+		"max_payload_bytes":          MaxPayloadBytes,
+		"data_chunk_bytes":           DataChunkBytes,
+		"initial_window_bytes":       InitialWindowBytes,
+		"max_streams":                MaxStreams,
+		"exit_ttl_ms":                ExitTTLMs,
+		"detached_buffer_bytes":      DetachedBufferBytes,
+		"shell_scrollback_bytes":     ShellScrollbackBytes,
+		"max_shell_scrollback_bytes": MaxShellScrollbackBytes,
+		"max_shells":                 MaxShells,
+		"port_name":                  PortName,
 	}
 	for key, want := range scalars {
 		got, ok := w[key]

@@ -176,13 +176,7 @@ func (p *Process) push(ch uint16, b []byte) {
 
 // endReplyLocked is the exec REPLY (protocol.md section 5.2).
 func (p *Process) endReplyLocked() map[string]any {
-	var code, sig any
-	switch {
-	case p.status.Exited():
-		code = p.status.ExitStatus()
-	case p.status.Signaled():
-		sig = int(p.status.Signal())
-	}
+	code, sig := outcome(p.status)
 	return map[string]any{
 		"exit_code":   code,
 		"signal":      sig,
@@ -199,4 +193,15 @@ func (p *Process) closeStdin() {
 	if f != nil {
 		f.Close()
 	}
+}
+
+// outcome is a wait status as the REPLY fields exit_code and signal: one of them is nil.
+func outcome(ws unix.WaitStatus) (code, sig any) {
+	switch {
+	case ws.Exited():
+		code = ws.ExitStatus()
+	case ws.Signaled():
+		sig = int(ws.Signal())
+	}
+	return code, sig
 }

@@ -40,6 +40,8 @@ type Service struct {
 
 	mu    sync.Mutex // guards procs
 	procs map[int]*Process
+
+	shells shellSet // shell_* ops (shell.go)
 }
 
 // New returns the service; its reaper starts with it, before the first fork.
@@ -61,15 +63,26 @@ func (s *Service) Handlers() map[string]channel.Handler {
 		"attach": s.attach,
 		"signal": s.signal,
 		"ps":     s.ps,
+
+		"shell_open":   s.shellOpen,
+		"shell_attach": s.shellAttach,
+		"shell_resize": s.shellResize,
+		"shell_signal": s.shellSignal,
+		"shell_list":   s.shellList,
+		"shell_close":  s.shellClose,
 	}
 }
 
-// Inputs names the ops that read DATA on channel 0 (channel.Inputs): exec with stdin.
+// Inputs names the ops that read DATA on channel 0 (channel.Inputs): exec with stdin, and
+// shell_attach always (the writer's bytes go to the terminal, a reader's are consumed and dropped).
 func (s *Service) Inputs() channel.Inputs {
-	return channel.Inputs{"exec": func(req channel.Request) bool {
-		stdin, err := req.Bool("stdin", false)
-		return err == nil && stdin
-	}}
+	return channel.Inputs{
+		"exec": func(req channel.Request) bool {
+			stdin, err := req.Bool("stdin", false)
+			return err == nil && stdin
+		},
+		"shell_attach": nil,
+	}
 }
 
 // Running counts processes started through the agent that have not exited.

@@ -15,13 +15,70 @@ import (
 
 // execRequest is a validated exec request (protocol.md section 5.2).
 type execRequest struct {
-	argv    []string
-	env     []string
-	cwd     string
-	cred    *syscall.Credential
+	command
 	stdin   bool
 	timeout time.Duration
-	tag     string
+}
+
+// command is what exec and shell_open both start: a program, its environment, folder, user and
+// tag.
+type command struct {
+	argv []string
+	env  []string
+	cwd  string
+	cred *syscall.Credential
+	tag  string
+}
+
+// tagBytes bounds a process's or shell's tag.
+const tagBytes = 256
+
+// parseCommand checks argv (chosen by the caller from its fields) and reads env, cwd, user and
+// tag; extraEnv is added for names the request leaves out.
+func (s *Service) parseCommand(req channel.Request, argv []string, extraEnv map[string]string) (command, error) {
+	var c command
+	for _, a := range argv {
+		if strings.IndexByte(a, 0) >= 0 {
+			return c, channel.BadRequest("argv", "contains a NUL byte")
+		}
+	}
+	c.argv = argv
+	env, err := req.StringMap("env")
+	if err != nil {
+		return c, err
+	}
+	for k, v := range env {
+		if k == "" || strings.ContainsAny(k, "=\x00") || strings.IndexByte(v, 0) >= 0 {
+			return c, channel.BadRequest("env", "invalid variable %q", k)
+		}
+		c.env = append(c.env, k+"="+v)
+	}
+	for k, v := range extraEnv {
+		if _, given := env[k]; !given {
+			c.env = append(c.env, k+"="+v)
+		}
+	}
+	sort.Strings(c.env)
+	c.cwd = "/"
+	if req.Has("cwd") {
+		if c.cwd, err = req.Path("cwd"); err != nil {
+			return c, err
+		}
+	}
+	user, err := req.String("user", "root")
+	if err != nil {
+		return c, err
+	}
+	if c.cred, err = resolveUser(user, s.EtcDir); err != nil {
+		return c, err
+	}
+	if c.tag, err = req.String("tag", ""); err != nil {
+		return c, err
+	}
+	if len(c.tag) > tagBytes {
+		return c, channel.BadRequest("tag", "longer than %d bytes", tagBytes)
+	}
+	return c, nil
 }
 
 const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -66,36 +123,7 @@ func (s *Service) parseExec(req channel.Request) (*execRequest, error) {
 	case hasShell:
 		argv = []string{"/bin/sh", "-c", shell}
 	}
-	for _, a := range argv {
-		if strings.IndexByte(a, 0) >= 0 {
-			return nil, channel.BadRequest("argv", "contains a NUL byte")
-		}
-	}
-	r.argv = argv
-
-	env, err := req.StringMap("env")
-	if err != nil {
-		return nil, err
-	}
-	for k, v := range env {
-		if k == "" || strings.ContainsAny(k, "=\x00") || strings.IndexByte(v, 0) >= 0 {
-			return nil, channel.BadRequest("env", "invalid variable %q", k)
-		}
-		r.env = append(r.env, k+"="+v)
-	}
-	sort.Strings(r.env)
-
-	r.cwd = "/"
-	if req.Has("cwd") {
-		if r.cwd, err = req.Path("cwd"); err != nil {
-			return nil, err
-		}
-	}
-	user, err := req.String("user", "root")
-	if err != nil {
-		return nil, err
-	}
-	if r.cred, err = resolveUser(user, s.EtcDir); err != nil {
+	if r.command, err = s.parseCommand(req, argv, nil); err != nil {
 		return nil, err
 	}
 	if r.stdin, err = req.Bool("stdin", false); err != nil {
@@ -109,12 +137,6 @@ func (s *Service) parseExec(req channel.Request) (*execRequest, error) {
 		return nil, channel.BadRequest("timeout_ms", "out of range: %d", ms)
 	}
 	r.timeout = time.Duration(ms) * time.Millisecond
-	if r.tag, err = req.String("tag", ""); err != nil {
-		return nil, err
-	}
-	if len(r.tag) > 256 {
-		return nil, channel.BadRequest("tag", "longer than 256 bytes")
-	}
 	return &r, nil
 }
 

@@ -23,6 +23,9 @@ type wire struct {
 	MaxStreams          int            `json:"max_streams"`
 	ExitTTLMs           int            `json:"exit_ttl_ms"`
 	DetachedBufferBytes int            `json:"detached_buffer_bytes"`
+	ShellScrollback     int            `json:"shell_scrollback_bytes"`
+	MaxShellScrollback  int            `json:"max_shell_scrollback_bytes"`
+	MaxShells           int            `json:"max_shells"`
 	PortName            string         `json:"port_name"`
 	FrameTypes          map[string]int `json:"frame_types"`
 	Channels            map[string]int `json:"channels"`
@@ -64,6 +67,9 @@ func run(in, out string) error {
 	fmt.Fprintf(&b, "MaxStreams = %d\n", w.MaxStreams)
 	fmt.Fprintf(&b, "ExitTTLMs = %d\n", w.ExitTTLMs)
 	fmt.Fprintf(&b, "DetachedBufferBytes = %d\n", w.DetachedBufferBytes)
+	fmt.Fprintf(&b, "ShellScrollbackBytes = %d\n", w.ShellScrollback)
+	fmt.Fprintf(&b, "MaxShellScrollbackBytes = %d\n", w.MaxShellScrollback)
+	fmt.Fprintf(&b, "MaxShells = %d\n", w.MaxShells)
 	fmt.Fprintf(&b, "PortName = %q\n", w.PortName)
 	b.WriteString(")\n\n")
 	writeInts(&b, "Frame types (protocol.md section 2).", "Type", "uint8", w.FrameTypes)
