@@ -47,14 +47,23 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TypedDict
 
 from typing_extensions import Unpack
 
-from isorun_hostd.agent_channel import AgentChannel, AgentError, ExecEnd, ExecRequest, Process
+from isorun_hostd.agent_channel import (
+    AgentChannel,
+    AgentError,
+    ExecEnd,
+    ExecRequest,
+    Process,
+    ShellAttachment,
+    ShellRequest,
+)
+from isorun_hostd.agent_channel.protocol import SHELL_SCROLLBACK_BYTES, ShellOpened
 from isorun_hostd.audit import AuditChain
 from isorun_hostd.config import Settings
 from isorun_hostd.images import (
@@ -176,20 +185,24 @@ class Sandbox:
         without a network. Raises NetworkError (nft refused)."""
         return await self.vm.slot.drops() if self.vm.slot is not None else None
 
+    def environment(self, env: dict[str, str] | None = None) -> dict[str, str]:
+        """The image's Env with the sandbox's own variables, under the caller's ``env``."""
+        merged = dict(item.split("=", 1) for item in self.image.config.env if "=" in item)
+        merged.setdefault("PATH", DEFAULT_PATH)
+        merged.setdefault("HOSTNAME", self.hostname)
+        merged.update(guest_env(self.network))
+        if self.extra_ca:
+            merged.update(CA_ENV)
+        merged.update(env or {})
+        return merged
+
     def exec_request(self, command: list[str] | str, **options: Unpack[ExecOptions]) -> ExecRequest:
         """An exec request with the image's Env, WorkingDir and User under the caller's values."""
         config = self.image.config
-        env = dict(item.split("=", 1) for item in config.env if "=" in item)
-        env.setdefault("PATH", DEFAULT_PATH)
-        env.setdefault("HOSTNAME", self.hostname)
-        env.update(guest_env(self.network))
-        if self.extra_ca:
-            env.update(CA_ENV)
-        env.update(options.get("env") or {})
         return ExecRequest(
             argv=command if isinstance(command, list) else None,
             shell=command if isinstance(command, str) else None,
-            env=env,
+            env=self.environment(options.get("env")),
             cwd=options.get("cwd") or config.working_dir or "/",
             user=options.get("user") or config.user or "root",
             stdin=options.get("stdin", False),
@@ -219,6 +232,87 @@ class Sandbox:
 
         process.on_end = ended
         return process
+
+    async def open_shell(
+        self,
+        argv: list[str] | None = None,
+        *,
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        user: str | None = None,
+        cols: int = 80,
+        rows: int = 24,
+        scrollback_bytes: int = SHELL_SCROLLBACK_BYTES,
+    ) -> ShellOpened:
+        """Start a persistent shell on a terminal in the guest (protocol.md 5.6): ``argv``,
+        else a login bash, else ``/bin/sh`` for images without bash. Audited as ``shell.open``.
+
+        Raises:
+            pydantic.ValidationError: a size or the scrollback is out of bounds.
+            AgentError: the guest refused (``not_found``, ``busy``: too many shells, ...).
+        """
+        config = self.image.config
+        candidates = [argv] if argv else [["/bin/bash", "-l"], ["/bin/sh"]]
+        fields: dict[str, object] = {
+            "cwd": cwd or config.working_dir or "/",
+            "user": user or config.user or "root",
+            "env_names": sorted(env or {}),
+        }
+        for i, command in enumerate(candidates):
+            request = ShellRequest(
+                argv=command,
+                env=self.environment(env),
+                cols=cols,
+                rows=rows,
+                scrollback_bytes=scrollback_bytes,
+                cwd=str(fields["cwd"]),
+                user=str(fields["user"]),
+            )
+            try:
+                opened = await self.channel.open_shell(request)
+            except AgentError as exc:
+                if exc.code == "not_found" and i + 1 < len(candidates):
+                    continue
+                self.audit.record(
+                    self.id, "shell.refused", {"command": command, **fields, "error": exc.code}
+                )
+                raise
+            self.audit.record(
+                self.id,
+                "shell.open",
+                {"shell_id": opened.id, "pid": opened.pid, "command": command, **fields},
+            )
+            return opened
+        raise AssertionError("unreachable: the last candidate returns or raises")
+
+    @contextlib.asynccontextmanager
+    async def attached_shell(
+        self, shell_id: str, *, write: bool = False, scrollback: bool = True
+    ) -> AsyncIterator[ShellAttachment]:
+        """Follow a shell for the block (the writer with ``write``), then detach; the attach
+        and the detach (bytes each way, the end if it came) are audit entries."""
+        attachment = await self.channel.attach_shell(shell_id, write=write, scrollback=scrollback)
+        self.audit.record(self.id, "shell.attach", {"shell_id": shell_id, "write": write})
+        try:
+            yield attachment
+        finally:
+            attachment.detach()
+            end = attachment.end.model_dump() if attachment.end is not None else None
+            self.audit.record(
+                self.id,
+                "shell.detach",
+                {
+                    "shell_id": shell_id,
+                    "bytes_in": attachment.bytes_in,
+                    "bytes_out": attachment.bytes_out,
+                    "end": end,
+                },
+            )
+
+    async def close_shell(self, shell_id: str) -> None:
+        """Hang the shell up and forget it (protocol.md 5.6); audited as ``shell.close``."""
+        await self.channel.close_shell(shell_id)
+        self.audit.record(self.id, "shell.close", {"shell_id": shell_id})
 
     async def exec_with_input(
         self, command: list[str] | str, data: bytes, **options: Unpack[ExecOptions]

@@ -18,6 +18,9 @@ def test_scalars_match_the_spec() -> None:
     assert WIRE["max_streams"] == protocol.MAX_STREAMS
     assert WIRE["exit_ttl_ms"] == protocol.EXIT_TTL_MS
     assert WIRE["detached_buffer_bytes"] == protocol.DETACHED_BUFFER_BYTES
+    assert WIRE["shell_scrollback_bytes"] == protocol.SHELL_SCROLLBACK_BYTES
+    assert WIRE["max_shell_scrollback_bytes"] == protocol.MAX_SHELL_SCROLLBACK_BYTES
+    assert WIRE["max_shells"] == protocol.MAX_SHELLS
     assert WIRE["port_name"] == protocol.PORT_NAME
 
 

@@ -15,7 +15,11 @@ from isorun_hostd.agent_channel.protocol import (
     FileStat,
     IdentityReply,
     IdentityRequest,
+    ShellEnd,
+    ShellInfo,
+    ShellRequest,
 )
+from isorun_hostd.agent_channel.shells import ShellAttachment, ShellEvent
 
 __all__ = [
     "AgentChannel",
@@ -32,4 +36,9 @@ __all__ = [
     "Output",
     "Process",
     "ProtocolViolation",
+    "ShellAttachment",
+    "ShellEnd",
+    "ShellEvent",
+    "ShellInfo",
+    "ShellRequest",
 ]

@@ -30,7 +30,7 @@ import struct
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -61,9 +61,15 @@ from isorun_hostd.agent_channel.protocol import (
     IdentityReply,
     IdentityRequest,
     Listing,
+    ShellInfo,
+    ShellList,
+    ShellOpened,
+    ShellRequest,
+    ShellStart,
     StartEvent,
     StatEvent,
 )
+from isorun_hostd.agent_channel.shells import ShellAttachment
 
 log = logging.getLogger(__name__)
 
@@ -305,6 +311,46 @@ class AgentChannel:
         fields = {"pid": pid} if pid is not None else {"tag": tag}
         stream, start = await self._open_until(StartEvent, "attach", {"op": "attach", **fields})
         return Process(stream, start.pid)
+
+    async def open_shell(self, request: ShellRequest) -> ShellOpened:
+        """Start a shell on a pseudo-terminal (protocol.md 5.6); it runs until it exits or is
+        closed, attached or not.
+
+        Raises:
+            AgentError: it could not be started (``spawn_failed``, ``not_found``, ``busy``: the
+                guest has ``MAX_SHELLS`` already, ...).
+            ChannelClosed, ProtocolViolation: the channel broke.
+        """
+        stream = await self._open("shell_open", request.payload())
+        try:
+            return await stream.expect(ShellOpened, FrameType.REPLY)
+        finally:
+            self._forget(stream)
+
+    async def attach_shell(
+        self, shell_id: str, *, write: bool = False, scrollback: bool = True
+    ) -> ShellAttachment:
+        """Follow a shell's terminal: its scrollback (with ``scrollback``), then live output;
+        with ``write`` this stream becomes the one writer."""
+        request = {"op": "shell_attach", "id": shell_id, "write": write, "scrollback": scrollback}
+        stream, start = await self._open_until(ShellStart, "shell_attach", request)
+        return ShellAttachment(stream, shell_id, start)
+
+    async def resize_shell(self, shell_id: str, *, cols: int, rows: int) -> None:
+        await self.call("shell_resize", Empty, id=shell_id, cols=cols, rows=rows)
+
+    async def signal_shell(
+        self, shell_id: str, signum: int, *, target: Literal["foreground", "shell"] = "foreground"
+    ) -> None:
+        """Signal the terminal's foreground job (as a key would) or the shell's own group."""
+        await self.call("shell_signal", Empty, id=shell_id, signal=signum, target=target)
+
+    async def list_shells(self) -> list[ShellInfo]:
+        return (await self.call("shell_list", ShellList)).shells
+
+    async def close_shell(self, shell_id: str) -> None:
+        """Hang the shell up (SIGKILL after 2 s) and forget it; attached streams end."""
+        await self.call("shell_close", Empty, id=shell_id)
 
     async def read_file(
         self, path: str, *, offset: int = 0, length: int = -1

@@ -22,6 +22,9 @@ INITIAL_WINDOW_BYTES = 256 << 10
 MAX_STREAMS = 1024
 EXIT_TTL_MS = 300_000
 DETACHED_BUFFER_BYTES = 64 << 10
+SHELL_SCROLLBACK_BYTES = 256 << 10
+MAX_SHELL_SCROLLBACK_BYTES = 4 << 20
+MAX_SHELLS = 64
 PORT_NAME = "org.isorun.agent.0"
 
 ERROR_CODES = (
@@ -238,3 +241,101 @@ class ExecRequest(BaseModel):
 
     def payload(self) -> dict[str, object]:
         return {"op": "exec", **self.model_dump(exclude_none=True)}
+
+
+# protocol.md 5.6: the bounds of a terminal's size, checked here too.
+MAX_TERMINAL_SIDE = 1000
+MIN_SHELL_SCROLLBACK_BYTES = 1024
+
+
+class ShellRequest(BaseModel):
+    """protocol.md 5.6: a shell to open on a pseudo-terminal."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    argv: list[str] = Field(min_length=1)
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str = "/"
+    user: str = "root"
+    cols: int = Field(default=80, ge=1, le=MAX_TERMINAL_SIDE)
+    rows: int = Field(default=24, ge=1, le=MAX_TERMINAL_SIDE)
+    scrollback_bytes: int = Field(
+        default=SHELL_SCROLLBACK_BYTES,
+        ge=MIN_SHELL_SCROLLBACK_BYTES,
+        le=MAX_SHELL_SCROLLBACK_BYTES,
+    )
+    tag: str | None = None
+
+    def payload(self) -> dict[str, object]:
+        return {"op": "shell_open", **self.model_dump(exclude_none=True)}
+
+
+SHELL_ID_PATTERN = r"^sh-[0-9a-f]{12}$"
+
+
+class ShellOpened(_Guest):
+    id: str = Field(pattern=SHELL_ID_PATTERN)
+    pid: int = Field(gt=0)
+
+
+class ShellStart(_Guest):
+    """protocol.md 5.6: an attach's first event."""
+
+    event: Literal["start"]
+    pid: int = Field(gt=0)
+    cols: int = Field(ge=1, le=MAX_TERMINAL_SIDE)
+    rows: int = Field(ge=1, le=MAX_TERMINAL_SIDE)
+    writer: bool
+
+
+class ShellSkipped(_Guest):
+    """The stream fell behind by more than the scrollback; ``bytes`` were never delivered."""
+
+    event: Literal["skipped"]
+    bytes: int = Field(gt=0)
+
+
+class ShellWriter(_Guest):
+    """Another stream became the writer; this one's input is dropped from now on."""
+
+    event: Literal["writer"]
+    writer: bool
+
+
+class ShellResized(_Guest):
+    event: Literal["resize"]
+    cols: int = Field(ge=1, le=MAX_TERMINAL_SIDE)
+    rows: int = Field(ge=1, le=MAX_TERMINAL_SIDE)
+
+
+class ShellEnd(_Guest):
+    """protocol.md 5.6: how a shell ended."""
+
+    exit_code: int | None = Field(default=None, ge=0, le=255)
+    signal: int | None = Field(default=None, gt=0, lt=128)
+    duration_ms: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _one_outcome(self) -> ShellEnd:
+        if (self.exit_code is None) == (self.signal is None):
+            raise ValueError("exactly one of exit_code and signal must be set")
+        return self
+
+
+class ShellInfo(_Guest):
+    id: str = Field(pattern=SHELL_ID_PATTERN)
+    pid: int = Field(gt=0)
+    tag: str | None = Field(default=None, max_length=256)
+    argv: list[str] = Field(max_length=4096)
+    cols: int = Field(ge=1, le=MAX_TERMINAL_SIDE)
+    rows: int = Field(ge=1, le=MAX_TERMINAL_SIDE)
+    running: bool
+    exit_code: int | None = None
+    signal: int | None = None
+    attached: int = Field(ge=0)
+    writer: bool
+    started_unix_ms: int = Field(ge=0)
+
+
+class ShellList(_Guest):
+    shells: list[ShellInfo] = Field(max_length=MAX_SHELLS)

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.requests import HTTPConnection
 
 from isorun_hostd.api.errors import Unauthorized, UnknownSandbox
 from isorun_hostd.sandboxes import Runtime, Sandbox
@@ -27,10 +28,14 @@ def require_token(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
     """Raises: Unauthorized, unless the request carries this node's token."""
-    token: bytes = request.app.state.token
-    given = credentials.credentials.encode() if credentials is not None else b""
+    check_token(request, credentials.credentials if credentials is not None else "")
+
+
+def check_token(connection: HTTPConnection, given: str) -> None:
+    """Raises: Unauthorized, unless ``given`` is this node's token."""
+    token: bytes = connection.app.state.token
     # Constant time: the token is the only thing between the network and the VMs.
-    if not hmac.compare_digest(given, token):
+    if not hmac.compare_digest(given.encode(), token):
         raise Unauthorized("a node token is required: Authorization: Bearer <token>")
 
 

@@ -6,6 +6,12 @@ from typing import TYPE_CHECKING, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from isorun_hostd.agent_channel.protocol import (
+    MAX_SHELL_SCROLLBACK_BYTES,
+    MAX_TERMINAL_SIDE,
+    MIN_SHELL_SCROLLBACK_BYTES,
+    SHELL_SCROLLBACK_BYTES,
+)
 from isorun_hostd.net.spec import EgressPolicy, NetworkSpec, SecretSpec
 
 MAX_SANDBOX_ID_CHARS = 32
@@ -64,6 +70,32 @@ class NodeExecCreate(_Request):
 
 class NodeSignal(_Request):
     signal: int = Field(gt=0, lt=128)
+
+
+class NodeShellCreate(_Request):
+    """POST /sandboxes/{id}/shells; ``command`` None: a login bash, else /bin/sh."""
+
+    command: list[str] | None = Field(default=None, min_length=1)
+    env: dict[str, str] = Field(default_factory=dict)
+    cwd: str | None = None
+    user: str | None = None
+    cols: int = Field(default=80, ge=1, le=MAX_TERMINAL_SIDE)
+    rows: int = Field(default=24, ge=1, le=MAX_TERMINAL_SIDE)
+    scrollback_bytes: int = Field(
+        default=SHELL_SCROLLBACK_BYTES,
+        ge=MIN_SHELL_SCROLLBACK_BYTES,
+        le=MAX_SHELL_SCROLLBACK_BYTES,
+    )
+
+
+class NodeShellResize(_Request):
+    cols: int = Field(ge=1, le=MAX_TERMINAL_SIDE)
+    rows: int = Field(ge=1, le=MAX_TERMINAL_SIDE)
+
+
+class NodeShellSignal(_Request):
+    signal: int = Field(gt=0, lt=128)
+    target: Literal["foreground", "shell"] = "foreground"
 
 
 class NodeMkdir(_Request):

@@ -71,6 +71,16 @@ async def run(argv: list[str], stdin: str | None = None) -> str:
     return out.decode()
 
 
+# Indexes of slots this process has claimed and is still building (Slot.open has not returned):
+# their namespace and veth exist before any VM holds them.
+_opening: set[int] = set()
+
+
+def slots_opening() -> frozenset[int]:
+    """The indexes of slots being built in this process right now."""
+    return frozenset(_opening)
+
+
 @dataclass
 class Slot:
     """One VM's namespace: created by ``open``, gone after ``close``."""
@@ -89,6 +99,7 @@ class Slot:
         """
         plan, stale = claim_slot()
         slot = cls(plan, ports)
+        _opening.add(plan.index)
         try:
             if stale:
                 await _remove(plan)
@@ -96,6 +107,8 @@ class Slot:
         except BaseException:
             await slot.close()
             raise
+        finally:
+            _opening.discard(plan.index)
         return slot
 
     @property

@@ -11,9 +11,14 @@ from isorun_hostd.api.routes import (
     node,
     processes,
     sandboxes,
+    shells,
     snapshots,
 )
 
-router = APIRouter(prefix="/node/v1", dependencies=[Depends(require_token)])
-for module in (node, sandboxes, snapshots, network, exec, processes, files, audit):
-    router.include_router(module.router)
+router = APIRouter(prefix="/node/v1")
+_guarded = APIRouter(dependencies=[Depends(require_token)])
+for module in (node, sandboxes, snapshots, network, exec, processes, shells, files, audit):
+    _guarded.include_router(module.router)
+router.include_router(_guarded)
+# A WebSocket is no Request for the HTTP token check, so the attach checks the token itself.
+router.include_router(shells.attach_router)
