@@ -24,7 +24,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from isorun_hostd.agent_channel.protocol import INITIAL_WINDOW_BYTES
+from isorun_hostd.agent_channel.protocol import (
+    INITIAL_WINDOW_BYTES,
+    MAX_SHELL_SCROLLBACK_BYTES,
+    MAX_TERMINAL_SIDE,
+    MIN_SHELL_SCROLLBACK_BYTES,
+    SHELL_SCROLLBACK_BYTES,
+)
 from isorun_hostd.api.models import NodeAuditEntry, NodeSecret
 from isorun_hostd.net.spec import EgressPolicy, NetworkSpec, SecretSpec
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
@@ -514,6 +520,59 @@ class ProcessList(BaseModel):
 
 class SignalCreate(_Request):
     signal: int = Field(ge=1, le=64)
+
+
+TerminalSide = Annotated[int, Field(ge=1, le=MAX_TERMINAL_SIDE)]
+
+
+class ShellCreate(_Request):
+    """spec/api.md "Shells": POST /v1/sandboxes/{id}/shells; ``command`` None: a login bash,
+    else /bin/sh."""
+
+    command: Annotated[list[str], Field(min_length=1)] | None = None
+    env: StrMap = Field(default_factory=dict)
+    cwd: str | None = None
+    user: str | None = None
+    cols: TerminalSide = 80
+    rows: TerminalSide = 24
+    scrollback_bytes: int = Field(
+        default=SHELL_SCROLLBACK_BYTES,
+        ge=MIN_SHELL_SCROLLBACK_BYTES,
+        le=MAX_SHELL_SCROLLBACK_BYTES,
+    )
+
+
+class ShellPublic(BaseModel):
+    """spec/api.md "Shells": a Shell."""
+
+    id: str
+    pid: int
+    command: list[str]
+    cols: int
+    rows: int
+    running: bool
+    exit_code: int | None
+    signal: int | None
+    attached: int = Field(description="clients attached now")
+    writer: bool = Field(description="whether one of them is the writer")
+    started_at: dt.datetime
+
+
+class ShellList(BaseModel):
+    data: list[ShellPublic]
+    next_cursor: None = None
+
+
+class ShellResize(_Request):
+    cols: TerminalSide
+    rows: TerminalSide
+
+
+class ShellSignal(_Request):
+    signal: int = Field(ge=1, le=64)
+    target: Literal["foreground", "shell"] = Field(
+        default="foreground", description="foreground: the job in front, as a key would"
+    )
 
 
 class FileStatPublic(BaseModel):

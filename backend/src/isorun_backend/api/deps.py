@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, WebSocket
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 
 from isorun_backend.core.security import Principal
 from isorun_backend.services import Services
@@ -17,11 +18,13 @@ from isorun_backend.services.files import FileService
 from isorun_backend.services.health import HealthService
 from isorun_backend.services.processes import ProcessService
 from isorun_backend.services.sandboxes import SandboxService
+from isorun_backend.services.shells import ShellService
 from isorun_backend.services.snapshots import SnapshotService
 from isorun_backend.services.usage import UsageService
 
 # auto_error off: a missing header must be our 401 problem, not FastAPI's 403.
 _bearer = HTTPBearer(auto_error=False, description="an isorun API key: isr_...")
+_MISSING_KEY = "missing API key: send Authorization: Bearer isr_..."
 
 
 def get_services(request: Request) -> Services:
@@ -37,8 +40,20 @@ async def get_principal(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if credentials is None:
-        raise Unauthorized("missing API key: send Authorization: Bearer isr_...")
+        raise Unauthorized(_MISSING_KEY)
     return await authenticate(services.db, credentials.credentials)
+
+
+async def websocket_principal(websocket: WebSocket) -> Principal:
+    """get_principal for a WebSocket, which the HTTP bearer dependency cannot read.
+
+    Raises: Unauthorized.
+    """
+    services: Services = websocket.app.state.services
+    scheme, key = get_authorization_scheme_param(websocket.headers.get("Authorization"))
+    if scheme.lower() != "bearer" or not key:
+        raise Unauthorized(_MISSING_KEY)
+    return await authenticate(services.db, key)
 
 
 def _health(services: ServicesDep) -> HealthService:
@@ -61,6 +76,10 @@ def _processes(services: ServicesDep) -> ProcessService:
     return services.processes
 
 
+def _shells(services: ServicesDep) -> ShellService:
+    return services.shells
+
+
 def _files(services: ServicesDep) -> FileService:
     return services.files
 
@@ -79,6 +98,7 @@ SandboxesDep = Annotated[SandboxService, Depends(_sandboxes)]
 SnapshotsDep = Annotated[SnapshotService, Depends(_snapshots)]
 ExecDep = Annotated[ExecService, Depends(_exec)]
 ProcessesDep = Annotated[ProcessService, Depends(_processes)]
+ShellsDep = Annotated[ShellService, Depends(_shells)]
 FilesDep = Annotated[FileService, Depends(_files)]
 UsageDep = Annotated[UsageService, Depends(_usage)]
 AuditDep = Annotated[AuditService, Depends(_audit)]

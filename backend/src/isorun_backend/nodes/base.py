@@ -16,15 +16,18 @@ from collections.abc import AsyncIterable, AsyncIterator
 from typing import Protocol
 
 from isorun_hostd.agent_channel import ExecEnd, FileStat, Output
-from isorun_hostd.agent_channel.protocol import ProcessList
+from isorun_hostd.agent_channel.protocol import ProcessList, ShellInfo, ShellOpened
 from isorun_hostd.api.models import (
     NodeAuditList,
     NodeAuditReport,
     NodeInfo,
     NodeNetwork,
     NodeSandbox,
+    NodeShellCreate,
     NodeSnapshot,
 )
+from isorun_hostd.api.shell_frames import SignalTarget
+from isorun_hostd.api.shell_socket import TerminalStream
 from isorun_hostd.net.spec import EgressPolicy, NetworkSpec
 from isorun_hostd.sandboxes import ExecOptions
 
@@ -50,6 +53,13 @@ class NodeProcess(Protocol):
 
     async def detach(self) -> None:
         """Stop following it; it keeps running in the guest."""
+
+
+class NodeShell(TerminalStream, Protocol):
+    """A stream attached to a shell on a node (spec/node.md "Shells"); ``detach`` when done,
+    and the shell keeps running."""
+
+    async def detach(self) -> None: ...
 
 
 class Node(ABC):
@@ -138,6 +148,34 @@ class Node(ABC):
 
     @abstractmethod
     async def remove(self, sandbox_id: str, path: str, recursive: bool) -> None: ...
+
+    # -- shells (spec/node.md "Shells") ---------------------------------------------------------
+
+    @abstractmethod
+    async def open_shell(self, sandbox_id: str, request: NodeShellCreate) -> ShellOpened: ...
+
+    @abstractmethod
+    async def shells(self, sandbox_id: str) -> list[ShellInfo]:
+        """Running shells and those ended within the agent's exit TTL, by start."""
+
+    @abstractmethod
+    async def attach_shell(
+        self, sandbox_id: str, shell_id: str, *, write: bool, scrollback: bool
+    ) -> NodeShell:
+        """Follow a shell (its scrollback first with ``scrollback``); the writer with
+        ``write``."""
+
+    @abstractmethod
+    async def resize_shell(self, sandbox_id: str, shell_id: str, cols: int, rows: int) -> None: ...
+
+    @abstractmethod
+    async def signal_shell(
+        self, sandbox_id: str, shell_id: str, signum: int, target: SignalTarget
+    ) -> None: ...
+
+    @abstractmethod
+    async def close_shell(self, sandbox_id: str, shell_id: str) -> None:
+        """Hang the shell up (SIGKILL after 2 s) and forget it."""
 
     # -- saved states (spec/node.md "Snapshots") --------------------------------------------
 

@@ -6,22 +6,34 @@ Its VMs are this process's children and die with it (PDEATHSIG); ``aclose`` dest
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterable, AsyncIterator
 
-from isorun_hostd.agent_channel import ChannelClosed, ExecEnd, FileStat, Output, Process
-from isorun_hostd.agent_channel.protocol import Empty, ProcessList
+from isorun_hostd.agent_channel import (
+    AgentChannel,
+    ChannelClosed,
+    ExecEnd,
+    FileStat,
+    Output,
+    Process,
+    ShellAttachment,
+)
+from isorun_hostd.agent_channel.protocol import Empty, ProcessList, ShellInfo, ShellOpened
 from isorun_hostd.api.models import (
     NodeAuditList,
     NodeAuditReport,
     NodeInfo,
     NodeNetwork,
     NodeSandbox,
+    NodeShellCreate,
     NodeSnapshot,
 )
+from isorun_hostd.api.shell_frames import SignalTarget
+from isorun_hostd.api.shell_socket import ChannelTerminal
 from isorun_hostd.net.spec import EgressPolicy, NetworkSpec
 from isorun_hostd.sandboxes import ExecOptions, Runtime, Sandbox
 
-from isorun_backend.nodes.base import Node, NodeProcess
+from isorun_backend.nodes.base import Node, NodeProcess, NodeShell
 
 EMBEDDED = "embedded"
 
@@ -123,6 +135,42 @@ class EmbeddedNode(Node):
         channel = self._sandbox(sandbox_id).channel
         await channel.call("remove", Empty, path=path, recursive=recursive)
 
+    async def open_shell(self, sandbox_id: str, request: NodeShellCreate) -> ShellOpened:
+        return await self._sandbox(sandbox_id).open_shell(
+            request.command,
+            env=request.env,
+            cwd=request.cwd,
+            user=request.user,
+            cols=request.cols,
+            rows=request.rows,
+            scrollback_bytes=request.scrollback_bytes,
+        )
+
+    async def shells(self, sandbox_id: str) -> list[ShellInfo]:
+        return await self._sandbox(sandbox_id).channel.list_shells()
+
+    async def attach_shell(
+        self, sandbox_id: str, shell_id: str, *, write: bool, scrollback: bool
+    ) -> NodeShell:
+        sandbox = self._sandbox(sandbox_id)
+        # The sandbox audits the detach when its context ends: at the shell's detach().
+        stack = contextlib.AsyncExitStack()
+        attachment = await stack.enter_async_context(
+            sandbox.attached_shell(shell_id, write=write, scrollback=scrollback)
+        )
+        return _EmbeddedShell(attachment, sandbox.channel, stack)
+
+    async def resize_shell(self, sandbox_id: str, shell_id: str, cols: int, rows: int) -> None:
+        await self._sandbox(sandbox_id).channel.resize_shell(shell_id, cols=cols, rows=rows)
+
+    async def signal_shell(
+        self, sandbox_id: str, shell_id: str, signum: int, target: SignalTarget
+    ) -> None:
+        await self._sandbox(sandbox_id).channel.signal_shell(shell_id, signum, target=target)
+
+    async def close_shell(self, sandbox_id: str, shell_id: str) -> None:
+        await self._sandbox(sandbox_id).close_shell(shell_id)
+
     async def fork(self, sandbox_id: str, count: int) -> list[NodeSandbox]:
         clones = await self.runtime.fork(self._sandbox(sandbox_id), count)
         return [_public(clone) for clone in clones]
@@ -186,6 +234,17 @@ class _EmbeddedProcess:
 
     async def detach(self) -> None:
         self._process.detach()
+
+
+class _EmbeddedShell(ChannelTerminal):
+    def __init__(
+        self, attachment: ShellAttachment, channel: AgentChannel, stack: contextlib.AsyncExitStack
+    ) -> None:
+        super().__init__(attachment, channel)
+        self._stack = stack
+
+    async def detach(self) -> None:
+        await self._stack.aclose()
 
 
 def _public(sandbox: Sandbox) -> NodeSandbox:

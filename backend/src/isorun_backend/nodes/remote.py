@@ -1,9 +1,11 @@
 """A remote node: a hostd serving the node API (spec/node.md) over HTTP, with a node token.
 
 Contents stream both ways (a file read is handed on chunk by chunk, a write's body is sent as
-it arrives, exec events are parsed line by line); nothing is held whole. The node's problem
-bodies become the hostd errors they stand for (see nodes.base); a request that cannot reach the
-node is NodeUnavailable, and a stream that breaks midway is ChannelClosed.
+it arrives, exec events are parsed line by line, a shell's frames are taken from its WebSocket
+as the caller reads them); nothing is held whole. The node's problem bodies (and the close
+reasons of a refused shell attach) become the hostd errors they stand for (see nodes.base); a
+request that cannot reach the node is NodeUnavailable, and a stream that breaks midway is
+ChannelClosed.
 """
 
 from __future__ import annotations
@@ -14,8 +16,25 @@ from collections.abc import AsyncIterable, AsyncIterator, Callable
 from typing import Any
 
 import httpx
-from isorun_hostd.agent_channel import AgentError, Channel, ChannelClosed, ExecEnd, FileStat, Output
-from isorun_hostd.agent_channel.protocol import ProcessList
+from isorun_hostd.agent_channel import (
+    AgentError,
+    Channel,
+    ChannelClosed,
+    ExecEnd,
+    FileStat,
+    Output,
+    ShellEnd,
+    ShellEvent,
+)
+from isorun_hostd.agent_channel.protocol import (
+    ProcessList,
+    ShellInfo,
+    ShellList,
+    ShellOpened,
+    ShellResized,
+    ShellStart,
+    ShellWriter,
+)
 from isorun_hostd.api.models import (
     STAT_HEADER,
     NodeAuditList,
@@ -30,10 +49,20 @@ from isorun_hostd.api.models import (
     NodeSandbox,
     NodeSandboxCreate,
     NodeSandboxList,
+    NodeShellCreate,
+    NodeShellResize,
+    NodeShellSignal,
     NodeSnapshot,
     NodeSnapshotCreate,
     NodeWritten,
     request_json,
+)
+from isorun_hostd.api.shell_frames import (
+    CLOSE_PROBLEM_BASE,
+    ResizeFrame,
+    SignalFrame,
+    SignalTarget,
+    parse_event,
 )
 from isorun_hostd.images import errors as image_errors
 from isorun_hostd.net.apply import NetworkError
@@ -42,8 +71,11 @@ from isorun_hostd.sandboxes import DuplicateSandbox, ExecOptions, NoRoom
 from isorun_hostd.snapshots import SnapshotNotFound
 from isorun_hostd.vm import VMError
 from isorun_hostd.vm.errors import BootTimeout, SnapshotError, StateError
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+from websockets.frames import Close
 
-from isorun_backend.nodes.base import Node, NodeProcess, NodeUnavailable
+from isorun_backend.nodes.base import Node, NodeProcess, NodeShell, NodeUnavailable
 from isorun_backend.services.errors import InternalError
 
 API = "/node/v1"
@@ -58,12 +90,15 @@ class RemoteNode(Node):
 
     def __init__(self, name: str, url: str, token: str) -> None:
         self.name = name
+        self._headers = {"Authorization": f"Bearer {token}"}
         self._client = httpx.AsyncClient(
             base_url=url.rstrip("/") + API,
-            headers={"Authorization": f"Bearer {token}"},
+            headers=self._headers,
             timeout=TIMEOUT,
             trust_env=False,
         )
+        # http://node -> ws://node, https:// -> wss://
+        self._ws_url = "ws" + url.rstrip("/").removeprefix("http") + API
 
     async def start(self) -> None:
         """Nothing to do: a node that is down now is found out, and retried, by reconciling."""
@@ -196,6 +231,68 @@ class RemoteNode(Node):
     async def remove(self, sandbox_id: str, path: str, recursive: bool) -> None:
         params = {"path": path, "recursive": recursive}
         await self._json("DELETE", f"/sandboxes/{sandbox_id}/files", params=params)
+
+    async def open_shell(self, sandbox_id: str, request: NodeShellCreate) -> ShellOpened:
+        body = request.model_dump(exclude_none=True)
+        answer = await self._json("POST", f"/sandboxes/{sandbox_id}/shells", json=body)
+        return ShellOpened.model_validate(answer, strict=False)
+
+    async def shells(self, sandbox_id: str) -> list[ShellInfo]:
+        answer = await self._json("GET", f"/sandboxes/{sandbox_id}/shells")
+        return ShellList.model_validate(answer, strict=False).shells
+
+    async def attach_shell(
+        self, sandbox_id: str, shell_id: str, *, write: bool, scrollback: bool
+    ) -> NodeShell:
+        query = httpx.QueryParams(write=write, scrollback=scrollback)
+        url = f"{self._ws_url}/sandboxes/{sandbox_id}/shells/{shell_id}/attach?{query}"
+        try:
+            socket = await connect(
+                url, additional_headers=self._headers, open_timeout=TIMEOUT.connect, proxy=None
+            )
+        except (OSError, TimeoutError, InvalidHandshake) as exc:
+            raise NodeUnavailable(self.name, f"unreachable: {exc!r}") from exc
+        try:
+            first = await socket.recv()
+        except ConnectionClosed as exc:
+            raise self._refusal(exc.rcvd) from exc
+        except BaseException:
+            await socket.close()
+            raise
+        try:
+            start = parse_event(first) if isinstance(first, str) else None
+        except ValueError:
+            start = None
+        if not isinstance(start, ShellStart):
+            await socket.close()
+            raise ChannelClosed(f"node {self.name}: the shell's socket began with {first[:80]!r}")
+        return _RemoteShell(self.name, socket, start)
+
+    def _refusal(self, close: Close | None) -> Exception:
+        """The error for a shell's socket closed before its start."""
+        if close is None or not CLOSE_PROBLEM_BASE <= close.code < CLOSE_PROBLEM_BASE + 1000:
+            return ChannelClosed(f"node {self.name}: the shell's socket closed: {close}")
+        if close.code == CLOSE_PROBLEM_BASE + 401:
+            return NodeUnavailable(self.name, "refused this backend's node token")
+        try:
+            # The reason holds what fits of the NodeProblem: its code, agent_code and detail.
+            body = NodeProblem.model_validate({"error": "", **json.loads(close.reason)})
+        except (ValueError, TypeError):
+            return InternalError(f"node {self.name} refused the attach: {close}")
+        return self._problem(body)
+
+    async def resize_shell(self, sandbox_id: str, shell_id: str, cols: int, rows: int) -> None:
+        body = NodeShellResize(cols=cols, rows=rows).model_dump()
+        await self._json("POST", f"/sandboxes/{sandbox_id}/shells/{shell_id}/resize", json=body)
+
+    async def signal_shell(
+        self, sandbox_id: str, shell_id: str, signum: int, target: SignalTarget
+    ) -> None:
+        body = NodeShellSignal(signal=signum, target=target).model_dump()
+        await self._json("POST", f"/sandboxes/{sandbox_id}/shells/{shell_id}/signal", json=body)
+
+    async def close_shell(self, sandbox_id: str, shell_id: str) -> None:
+        await self._json("DELETE", f"/sandboxes/{sandbox_id}/shells/{shell_id}", timeout=LONG)
 
     async def fork(self, sandbox_id: str, count: int) -> list[NodeSandbox]:
         body = NodeFork(count=count).model_dump()
@@ -341,6 +438,59 @@ class _RemoteProcess:
     async def detach(self) -> None:
         # Closing the connection detaches the process on the node (its stream's reader left).
         await self._response.aclose()
+
+
+class _RemoteShell:
+    """A shell followed over the node's attach WebSocket, whose frames are the public ones."""
+
+    def __init__(self, node: str, socket: ClientConnection, start: ShellStart) -> None:
+        self._node = node
+        self._socket = socket
+        self.pid = start.pid
+        self.cols, self.rows = start.cols, start.rows
+        self.writer = start.writer
+        self.end: ShellEnd | None = None
+
+    async def events(self) -> AsyncIterator[bytes | ShellEvent]:
+        try:
+            while self.end is None:
+                message = await self._socket.recv()
+                if isinstance(message, bytes):
+                    yield message
+                    continue
+                event = parse_event(message)
+                if isinstance(event, ShellEnd):
+                    self.end = event
+                elif isinstance(event, ShellStart):
+                    raise ValueError("a second start")
+                else:
+                    if isinstance(event, ShellWriter):
+                        self.writer = event.writer
+                    elif isinstance(event, ShellResized):
+                        self.cols, self.rows = event.cols, event.rows
+                    yield event
+        except (ConnectionClosed, ValueError) as exc:
+            raise ChannelClosed(f"node {self._node}: the shell's socket broke: {exc}") from exc
+
+    async def write(self, data: bytes) -> None:
+        await self._send(data)
+
+    async def resize(self, cols: int, rows: int) -> None:
+        await self._send(ResizeFrame(type="resize", cols=cols, rows=rows).model_dump_json())
+
+    async def signal(self, signum: int, target: SignalTarget) -> None:
+        frame = SignalFrame(type="signal", signal=signum, target=target)
+        await self._send(frame.model_dump_json())
+
+    async def detach(self) -> None:
+        # The node detaches its stream when the socket closes; the shell keeps running.
+        await self._socket.close()
+
+    async def _send(self, message: bytes | str) -> None:
+        try:
+            await self._socket.send(message)
+        except ConnectionClosed as exc:
+            raise ChannelClosed(f"node {self._node}: the shell's socket broke: {exc}") from exc
 
 
 def _channel_closed(node: str, body: NodeProblem) -> Exception:

@@ -32,6 +32,7 @@ from isorun_backend.services.files import FileService
 from isorun_backend.services.health import HealthService
 from isorun_backend.services.processes import ProcessService
 from isorun_backend.services.sandboxes import SandboxService
+from isorun_backend.services.shells import ShellService
 from isorun_backend.services.snapshots import SnapshotService
 from isorun_backend.services.usage import Meter, UsageService
 from isorun_backend.storage import Database
@@ -51,6 +52,7 @@ class Services:
     snapshots: SnapshotService
     exec: ExecService
     processes: ProcessService
+    shells: ShellService
     files: FileService
     usage: UsageService
     audit: AuditService
@@ -87,6 +89,7 @@ class Services:
                     snapshots=SnapshotService(db, sandboxes),
                     exec=ExecService(sandboxes),
                     processes=ProcessService(sandboxes),
+                    shells=ShellService(sandboxes),
                     files=FileService(sandboxes),
                     usage=UsageService(db, Meter(settings)),
                     audit=AuditService(db, nodes),

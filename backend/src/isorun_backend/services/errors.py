@@ -10,7 +10,7 @@ ServiceError(detail)                 code                  (status: api/errors.p
 ├── Unauthorized                     unauthorized
 ├── SandboxNotFound(sandbox_id)      sandbox_not_found     also another tenant's sandbox
 ├── SnapshotNotFound(snapshot_id)    snapshot_not_found    also another tenant's snapshot
-├── NotFound                         not_found             a file or process in the guest
+├── NotFound                         not_found             a file, process or shell in the guest
 ├── ImageRejected                    image_rejected        the caller's image is the problem
 ├── ImageUnavailable                 image_unavailable     the registry is the problem
 ├── SandboxNotRunning(state)         sandbox_not_running

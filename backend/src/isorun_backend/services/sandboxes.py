@@ -45,8 +45,8 @@ import json
 import logging
 import secrets
 import time
-from collections import defaultdict
-from collections.abc import Sequence
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from isorun_hostd.api.models import NodeInfo, NodeSandbox, network_json
@@ -149,6 +149,8 @@ class SandboxService(SavedStates, Networks):
         self._forking: defaultdict[str, int] = defaultdict(int)
         # Last exec, file or process call per sandbox (monotonic), for auto-hibernation.
         self._active: dict[str, float] = {}
+        # Clients attached to a shell, per sandbox: they keep it from auto-hibernating.
+        self._attached: Counter[str] = Counter()
 
     async def start(self) -> None:
         """Start the nodes, reconcile rows with their VMs, and start the TTL reaper."""
@@ -556,6 +558,19 @@ class SandboxService(SavedStates, Networks):
         if row.state != "running" or node is None:
             raise SandboxNotRunning(sandbox_id, "stopped" if row.state == "running" else row.state)
         return Running(sandbox_id, row.env, node)
+
+    @contextlib.contextmanager
+    def attached(self, sandbox_id: str) -> Iterator[None]:
+        """Count a client attached to one of the sandbox's shells for the block: an attached
+        sandbox is in use however quiet it is, so it does not auto-hibernate."""
+        self._attached[sandbox_id] += 1
+        try:
+            yield
+        finally:
+            self._attached[sandbox_id] -= 1
+            if not self._attached[sandbox_id]:
+                del self._attached[sandbox_id]
+            self._active[sandbox_id] = time.monotonic()
 
     # -- idempotency ---------------------------------------------------------------------------
 

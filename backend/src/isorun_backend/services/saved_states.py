@@ -26,7 +26,7 @@ import contextlib
 import datetime as dt
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -85,6 +85,8 @@ class SavedStates:
     _forking: defaultdict[str, int]
     # Last exec, file or process call per sandbox (monotonic), for auto-hibernation.
     _active: dict[str, float]
+    # Clients attached to a shell, per sandbox (SandboxService.attached).
+    _attached: Counter[str]
 
     async def _current(self, principal: Principal, sandbox_id: str) -> SandboxPublic:
         async with self._db.session() as session:
@@ -316,7 +318,8 @@ class SavedStates:
 
     async def _auto_hibernate(self) -> None:
         """Hibernate running sandboxes idle past their ``auto_hibernate_s``: no exec, file or
-        process call since, and no process started through the API still running."""
+        process call since, no client attached to a shell, and no process started through the
+        API still running."""
         async with self._db.session() as session:
             rows = (
                 await session.execute(
@@ -331,6 +334,9 @@ class SavedStates:
             node = self._live.get(sandbox_id)
             last = self._active.setdefault(sandbox_id, now)
             if node is None or sandbox_id in self._busy or now - last < idle_s:
+                continue
+            if self._attached[sandbox_id]:
+                self._active[sandbox_id] = now
                 continue
             lock = self._locks[sandbox_id]
             if lock.locked():

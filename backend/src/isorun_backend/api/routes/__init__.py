@@ -9,10 +9,11 @@ from isorun_backend.api.routes import (
     health,
     processes,
     sandboxes,
+    shells,
     snapshots,
     usage,
 )
 
 router = APIRouter(prefix="/v1")
-for module in (health, sandboxes, snapshots, exec, processes, files, usage, audit):
+for module in (health, sandboxes, snapshots, exec, processes, shells, files, usage, audit):
     router.include_router(module.router)
