@@ -1,4 +1,5 @@
-"""Fixtures of the SDK tests: a configured environment and a respx router for the API."""
+"""Fixtures of the SDK tests: a configured environment, a respx router for the API, and (for
+the tests marked `vm`) a real one: `isorun up` with real VMs."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ from typing import Any
 
 import pytest
 import respx
+
+from tests.framework.isorun_up import Up, start_up
 
 API_URL = "http://isorun.test"
 API_KEY = "isr_test"
@@ -47,3 +50,11 @@ def sandbox_json() -> Callable[..., dict[str, Any]]:
         }
 
     return make
+
+
+@pytest.fixture(scope="session")
+def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
+    """`isorun up --local-images` in a subprocess, shared by the session's `vm` tests; pass
+    its `url` and `key` explicitly (`isorun_env` points the environment elsewhere)."""
+    with start_up(tmp_path_factory.mktemp("isorun-up")) as running:
+        yield running

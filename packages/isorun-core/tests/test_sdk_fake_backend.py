@@ -91,3 +91,9 @@ def test_idempotency_key_returns_the_same_sandbox(fake: FakeBackend) -> None:
 def test_a_wrong_key_is_refused(fake: FakeBackend) -> None:
     with pytest.raises(isorun.AuthenticationError):
         Sandbox(transport=fake, api_key="isr_wrong")
+
+
+def test_shells_cannot_be_attached_through_a_fake(fake: FakeBackend) -> None:
+    # An httpx transport carries no WebSocket: attach says so rather than dialling the network.
+    with Sandbox(transport=fake, api_key=fake.api_key) as sb, pytest.raises(isorun.UsageError):
+        sb.shells.attach("sh-000000000000")

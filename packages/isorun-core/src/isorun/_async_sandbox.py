@@ -20,10 +20,8 @@ sb.exec_stream(...)`), and only `aclose` carries the `a` prefix.
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any
 
 import httpx
 
@@ -44,6 +42,8 @@ from isorun._files import AsyncFiles
 from isorun._models import ExecEvent, ExecResult, ProcessInfo, SandboxInfo, Snapshot
 from isorun._ndjson import ExecCollector, ExecStreamDecoder, OutputCallback
 from isorun._network import AsyncNetwork
+from isorun._pending import Pending
+from isorun._shells import AsyncShells
 
 DEFAULT_PAGE_SIZE = 50
 
@@ -65,37 +65,20 @@ def _client_for(
     return client, True
 
 
-class SandboxCreation(Awaitable["AsyncSandbox"], AbstractAsyncContextManager["AsyncSandbox"]):
-    """A pending `AsyncSandbox.create`: await it, or enter it with `async with`.
+class SandboxCreation(Pending["AsyncSandbox"]):
+    """A pending `AsyncSandbox.create`: await it, or enter it with `async with` (which closes
+    the sandbox on exit). Nothing is sent until then, and it can be used once."""
 
-    Nothing is sent until then, and it can be used once.
-    """
+    _what = "this AsyncSandbox.create(...)"
 
-    def __init__(self, create: Callable[[], Awaitable[AsyncSandbox]]) -> None:
-        self._create: Callable[[], Awaitable[AsyncSandbox]] | None = create
-        self._sandbox: AsyncSandbox | None = None
-
-    def _take(self) -> Callable[[], Awaitable[AsyncSandbox]]:
-        if self._create is None:
-            raise UsageError("this AsyncSandbox.create(...) was already awaited or entered")
-        create, self._create = self._create, None
-        return create
-
-    def __await__(self) -> Generator[Any, None, AsyncSandbox]:
-        return self._take()().__await__()
-
-    async def __aenter__(self) -> AsyncSandbox:
-        self._sandbox = await self._take()()
-        return self._sandbox
-
-    async def __aexit__(
+    async def _end(
         self,
+        value: AsyncSandbox,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._sandbox is not None:
-            await self._sandbox.__aexit__(exc_type, exc, tb)
+        await value.__aexit__(exc_type, exc, tb)
 
 
 class AsyncSandbox:
@@ -112,6 +95,8 @@ class AsyncSandbox:
     """The sandbox's filesystem."""
     network: AsyncNetwork
     """The sandbox's egress policy and secrets: `await get()`, `await update(...)`."""
+    shells: AsyncShells
+    """The sandbox's persistent shells: `await create()`, `async with attach(id)`, ..."""
 
     def __init__(
         self, client: AsyncClient, info: SandboxInfo, *, owns_client: bool = False
@@ -122,6 +107,7 @@ class AsyncSandbox:
         self._destroyed = False
         self.files = AsyncFiles(client, info.id)
         self.network = AsyncNetwork(client, info.id)
+        self.shells = AsyncShells(client, info.id)
 
     @classmethod
     def create(

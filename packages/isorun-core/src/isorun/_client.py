@@ -13,7 +13,7 @@ Nothing else is ever retried.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
 from types import TracebackType
 
@@ -53,6 +53,7 @@ from isorun._config import resolve
 from isorun._errors import UsageError
 from isorun._models import Health
 from isorun._snapshots import AsyncSnapshots, Snapshots
+from isorun._terminal_wire import WebSocketTarget, websocket_url
 
 
 class _ClientSettings:
@@ -66,6 +67,7 @@ class _ClientSettings:
         timeout: httpx.Timeout | float | None,
         max_retries: int,
         retry_backoff_s: float,
+        transport: object,
     ) -> None:
         config = resolve(api_key, api_url)
         self.api_url = config.api_url
@@ -73,6 +75,8 @@ class _ClientSettings:
         self.max_retries = max_retries
         self._headers = client_headers(config.api_key)
         self._state = ClientState.UNOPENED
+        # A transport given in place of the network (a fake) cannot carry a WebSocket.
+        self._own_transport = transport is not None
         # Composed rather than wait_exponential, wait_random, whose keywords differ across tenacity
         # 9.x (deepagents' dependencies hold tenacity below 9.2).
         self._wait = wait_exponential(
@@ -88,6 +92,28 @@ class _ClientSettings:
         if self._state is ClientState.CLOSED:
             raise UsageError("the isorun client is closed")
         self._state = ClientState.OPENED
+
+    def websocket_target(self, path: str, params: Mapping[str, str]) -> WebSocketTarget:
+        """Where to open a WebSocket of the API (a shell's attach), with this client's key,
+        TLS settings and timeout for the opening.
+
+        Raises:
+            UsageError: The client is closed, sends through a transport of its own (such as
+                `FakeBackend`, which has no WebSockets), or has a URL that is not http(s).
+        """
+        self._enter_state()
+        if self._own_transport:
+            raise UsageError("a client with a transport= cannot attach to shells: no WebSockets")
+        url = websocket_url(self.api_url, path, params)
+        # The attach may resume a hibernated sandbox before its first frame, as any call may
+        # before its answer: the read timeout bounds that wait, the connect one the connection.
+        waits = [t for t in (self.timeout.connect, self.timeout.read) if t is not None]
+        return WebSocketTarget(
+            url=url,
+            headers=self._headers,
+            ssl=ssl_context() if url.startswith("wss:") else None,
+            open_timeout=sum(waits) if len(waits) == 2 else None,
+        )
 
     def _stop(self, req: ApiRequest) -> stop_after_attempt:
         return stop_after_attempt(1 + (self.max_retries if req.idempotent else 0))
@@ -138,6 +164,7 @@ class Client(_ClientSettings):
             timeout=timeout,
             max_retries=max_retries,
             retry_backoff_s=retry_backoff_s,
+            transport=transport,
         )
         self._http = httpx.Client(
             base_url=self.api_url,
@@ -274,6 +301,7 @@ class AsyncClient(_ClientSettings):
             timeout=timeout,
             max_retries=max_retries,
             retry_backoff_s=retry_backoff_s,
+            transport=transport,
         )
         self._http = httpx.AsyncClient(
             base_url=self.api_url,

@@ -27,6 +27,9 @@ IsorunError                                  .sandbox_id where one is involved
 │   ├── ExecFailed(result)                   exec(check=True) / ExecResult.check(): exit != 0
 │   │   └── ExecTimeout                      ... because the exec's timeout_s ran out
 │   └── OutcomeUnknown                       sent but not acknowledged: reconcile before any retry
+├── TerminalError(output)                    an attached shell's connection (`sb.shells.attach`)
+│   ├── TerminalClosed                       also an EOFError: the attach ended (shell exit, detach)
+│   └── TerminalTimeout                      also a TimeoutError: recv / read_until waited too long
 └── UsageError                               caller misuse (no API key, closed client, ...)
 ```
 
@@ -264,3 +267,26 @@ class OutcomeUnknown(SandboxError):
     the request may have reached the server. Look at the sandbox before trying again. The
     transport error is the `__cause__`.
     """
+
+
+# --- attached shells -------------------------------------------------------------------------
+
+
+class TerminalError(IsorunError):
+    """An attached shell's connection could not give what was asked.
+
+    Attributes:
+        output: The terminal output `read_until` read before it failed (empty from `recv`).
+    """
+
+    def __init__(self, message: str, *, output: bytes = b"", sandbox_id: str | None = None) -> None:
+        super().__init__(message, sandbox_id=sandbox_id)
+        self.output = output
+
+
+class TerminalClosed(TerminalError, EOFError):
+    """The attach has ended: the shell exited (its exit is `Terminal.exit`), or it was closed."""
+
+
+class TerminalTimeout(TerminalError, TimeoutError):
+    """`recv` or `read_until` waited its `timeout` out; the connection is still usable."""

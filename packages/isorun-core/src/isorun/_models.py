@@ -311,3 +311,82 @@ class AuditReport(_Wire):
     def first_bad(self) -> tuple[str, AuditFinding] | None:
         """The first node whose chain is not intact, and its first bad entry."""
         return next(((n.node, n.first_bad) for n in self.nodes if n.first_bad is not None), None)
+
+
+class Shell(_Wire):
+    """A persistent shell: a process on a terminal in the guest that outlives its clients
+    (spec/api.md "Shells").
+
+    Attributes:
+        id: `sh-` and 12 hex digits.
+        pid: The shell process's pid in the guest.
+        command: Its argv (cut as in `ps`).
+        cols: The terminal's width.
+        rows: The terminal's height.
+        running: False once it has ended (listed for 5 minutes after).
+        exit_code: Its exit status once it has exited.
+        signal: The signal that killed it, if one did.
+        attached: Clients attached now.
+        writer: Whether one of them is the writer (its input reaches the terminal).
+        started_at: When it started.
+    """
+
+    id: str
+    pid: int
+    command: list[str] = Field(default_factory=list)
+    cols: int
+    rows: int
+    running: bool
+    exit_code: int | None = None
+    signal: int | None = None
+    attached: int = 0
+    writer: bool = False
+    started_at: datetime
+
+
+class ShellSkipped(_Wire):
+    """This client fell behind by more than the scrollback: `bytes` of output were lost to it."""
+
+    type: Literal["skipped"] = "skipped"
+    skipped_bytes: int = Field(alias="bytes")
+
+
+class ShellWriter(_Wire):
+    """Another client became the writer: this one's input is dropped from now on."""
+
+    type: Literal["writer"] = "writer"
+    writer: bool
+
+
+class ShellResized(_Wire):
+    """The terminal was resized (by any client)."""
+
+    type: Literal["resize"] = "resize"
+    cols: int
+    rows: int
+
+
+class ShellExit(_Wire):
+    """The shell ended; the server closes the connection after this.
+
+    Attributes:
+        exit_code: Its exit status, or None when a signal killed it.
+        signal: The signal that killed it, if one did.
+        duration_ms: How long it ran.
+    """
+
+    type: Literal["exit"] = "exit"
+    exit_code: int | None
+    signal: int | None = None
+    duration_ms: int = 0
+
+    @property
+    def status(self) -> int:
+        """The status a shell would report: the exit code, or 128 + the killing signal."""
+        if self.signal is not None:
+            return 128 + self.signal
+        return self.exit_code if self.exit_code is not None else 128
+
+
+ShellEvent = ShellSkipped | ShellWriter | ShellResized | ShellExit
+"""A control event of an attached shell, between its output (`Terminal.recv`)."""

@@ -383,3 +383,90 @@ def _files(method: str, sandbox_id: str, rest: str, what: str, **params: str) ->
         params=tuple(params.items()),
         sandbox_id=sandbox_id,
     )
+
+
+def create_shell(
+    sandbox_id: str,
+    command: str | Sequence[str] | None,
+    *,
+    cols: int,
+    rows: int,
+    env: Mapping[str, str] | None,
+    cwd: str | None,
+    user: str | None,
+    scrollback_bytes: int,
+) -> ApiRequest:
+    """`POST /v1/sandboxes/{id}/shells` (not retried: each one starts a shell).
+
+    The API takes an argv or null (a login shell); a string is wrapped in `/bin/sh -c` here,
+    as exec does with one.
+    """
+    argv = ["/bin/sh", "-c", command] if isinstance(command, str) else command
+    body = {
+        "command": None if argv is None else list(argv),
+        "env": dict(env or {}),
+        "cwd": cwd,
+        "user": user,
+        "cols": cols,
+        "rows": rows,
+        "scrollback_bytes": scrollback_bytes,
+    }
+    return ApiRequest(
+        "POST",
+        _sandbox_path(sandbox_id, "/shells"),
+        "open shell",
+        idempotent=False,
+        json=body,
+        sandbox_id=sandbox_id,
+    )
+
+
+def list_shells(sandbox_id: str) -> ApiRequest:
+    """`GET /v1/sandboxes/{id}/shells`."""
+    return ApiRequest(
+        "GET",
+        _sandbox_path(sandbox_id, "/shells"),
+        "list shells",
+        idempotent=True,
+        sandbox_id=sandbox_id,
+    )
+
+
+def resize_shell(sandbox_id: str, shell_id: str, cols: int, rows: int) -> ApiRequest:
+    """`POST /v1/sandboxes/{id}/shells/{shell_id}/resize` (repeatable: it sets a size)."""
+    return ApiRequest(
+        "POST",
+        shell_path(sandbox_id, shell_id, "/resize"),
+        "resize shell",
+        idempotent=True,
+        json={"cols": cols, "rows": rows},
+        sandbox_id=sandbox_id,
+    )
+
+
+def signal_shell(sandbox_id: str, shell_id: str, signal: int, target: str) -> ApiRequest:
+    """`POST /v1/sandboxes/{id}/shells/{shell_id}/signal`."""
+    return ApiRequest(
+        "POST",
+        shell_path(sandbox_id, shell_id, "/signal"),
+        "signal shell",
+        idempotent=False,
+        json={"signal": int(signal), "target": target},
+        sandbox_id=sandbox_id,
+    )
+
+
+def close_shell(sandbox_id: str, shell_id: str) -> ApiRequest:
+    """`DELETE /v1/sandboxes/{id}/shells/{shell_id}`."""
+    return ApiRequest(
+        "DELETE",
+        shell_path(sandbox_id, shell_id),
+        "close shell",
+        idempotent=True,
+        sandbox_id=sandbox_id,
+    )
+
+
+def shell_path(sandbox_id: str, shell_id: str, rest: str = "") -> str:
+    """The path of a shell's routes; `/attach` is its WebSocket's (see `_terminal`)."""
+    return _sandbox_path(sandbox_id, f"/shells/{quote(shell_id, safe='')}{rest}")

@@ -8,6 +8,7 @@ Sandbox("python")          POST /v1/sandboxes   eager: the VM exists when the ca
 Sandbox.connect(id)        GET: a handle on an existing sandbox (destroy() still deletes it)
 Sandbox.from_snapshot(id)  POST {"snapshot"}: a new sandbox continuing from a snapshot
 sb.network.get / update    GET / PATCH its egress policy (secrets: names only, never values)
+sb.shells.create / attach  persistent shells on a terminal, attached over a WebSocket
 sb.fork(n) / snapshot()    clones (handles sharing this one's client) / a saved state
 sb.hibernate() / resume()  to disk and back; an exec on a hibernated sandbox resumes it
 sb.close()                 release the HTTP connections only; the VM lives to its TTL
@@ -45,6 +46,7 @@ from isorun._files import Files
 from isorun._models import ExecEvent, ExecResult, ProcessInfo, SandboxInfo, Snapshot
 from isorun._ndjson import ExecCollector, ExecStreamDecoder, OutputCallback
 from isorun._network import Network
+from isorun._shells import Shells
 
 DEFAULT_PAGE_SIZE = 50
 
@@ -125,6 +127,8 @@ class Sandbox:
     """The sandbox's filesystem."""
     network: Network
     """The sandbox's egress policy and secrets: `get()`, `update(...)`."""
+    shells: Shells
+    """The sandbox's persistent shells: `create()`, `list()`, `attach(id)`, ..."""
 
     def __init__(
         self,
@@ -181,6 +185,7 @@ class Sandbox:
         self._destroyed = False
         self.files = Files(client, info.id)
         self.network = Network(client, info.id)
+        self.shells = Shells(client, info.id)
 
     @classmethod
     def from_snapshot(

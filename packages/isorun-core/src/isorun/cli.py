@@ -10,6 +10,8 @@ isorun create IMAGE [--timeout-s N]  create a sandbox that lives to its TTL; pri
   before IMAGE: `isorun run --allow pypi.org python -- pip download x`
 isorun network show ID | set ID ...  a sandbox's egress policy, secret names, packets refused
 isorun exec ID -- CMD [ARG...]       the same in an existing sandbox
+isorun shell ID [--attach SH | --list | --close SH | --command CMD]   a persistent shell, this
+                                     terminal attached (Ctrl-] detaches; _cli_shell)
 isorun ls | rm ID                    list / delete the key's sandboxes
 isorun fork ID [-n N]                clone a running sandbox; prints the clones' ids
 isorun snapshot create ID [--keep] [--name N] | ls [--sandbox ID] | rm SNAP
@@ -55,7 +57,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
-from isorun import _cli_network
+from isorun import _cli_network, _cli_shell
 from isorun._async_sandbox import AsyncSandbox
 from isorun._base import ApiRequest
 from isorun._client import AsyncClient
@@ -138,6 +140,7 @@ def _parser() -> argparse.ArgumentParser:
     usage.set_defaults(handler=_usage)
     _audit_commands(commands)
     _cli_network.add_commands(commands)
+    _cli_shell.add_commands(commands)
     commands.add_parser("doctor", help="check this host and the API").set_defaults(handler=_doctor)
     return parser
 
