@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import pytest_asyncio
 from isorun_hostd.config import Settings
+from isorun_hostd.net.apply import slots_opening
 from isorun_hostd.sandboxes import Runtime
 
 from tests.framework.registry import Registry, registry_with_fixtures
@@ -66,7 +67,9 @@ def no_leaks(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Non
     qemus.difference_update(pid for pid, folder in named.items() if folder in folders)
     leaked.get("run folder entries", set()).difference_update(folders)
     vms = [s.vm for s in runtime.sandboxes] + runtime.pool_vms()
-    live_slots = slot_names({vm.slot.plan.index for vm in vms if vm.slot is not None})
+    # A pool VM being launched may be building its slot: it holds none yet.
+    held = {vm.slot.plan.index for vm in vms if vm.slot is not None}
+    live_slots = slot_names(held | slots_opening())
     for kind in ("network namespaces", "host veths", "network slot claims"):
         leaked.get(kind, set()).difference_update(live_slots)
     # The runtime's own folder and its templates' files (a template's pool QEMUs are above).
