@@ -34,6 +34,12 @@ FULL_EXTRA = {
     "sandbox_hibernate",
     "sandbox_resume",
     "sandbox_network",
+    "shell_open",
+    "shell_write",
+    "shell_read",
+    "shell_signal",
+    "shell_close",
+    "shell_list",
 }
 
 
@@ -73,6 +79,33 @@ async def test_full_profile_adds_what_the_api_has(connect: Any) -> None:
     async with connect("full") as client:
         tools = (await client.list_tools()).tools
     assert {tool.name for tool in tools} == CORE | FULL_EXTRA
+
+
+async def test_shell_tools_document_their_input(connect: Any) -> None:
+    async with connect("full") as client:
+        tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+    write = tools["shell_write"]
+    assert write.inputSchema["required"] == ["sandbox_id", "shell_id", "input"]
+    assert "Ctrl-C" in write.inputSchema["properties"]["input"]["description"]
+    assert write.inputSchema["properties"]["wait_ms"]["default"] == 1000
+    assert "escape sequences" in (tools["shell_open"].description or "")
+    assert set(write.outputSchema["properties"]) == {  # type: ignore[index]
+        "shell_id",
+        "output",
+        "truncated",
+        "exited",
+        "exit_code",
+        "signal",
+    }
+
+
+async def test_unknown_signal_is_a_tool_error(connect: Any) -> None:
+    async with connect("full") as client:
+        sandbox_id = (await call(client, "sandbox_create"))["sandbox_id"]
+        text = await call_error(
+            client, "shell_signal", sandbox_id=sandbox_id, shell_id="sh-0", signal="NOPE"
+        )
+    assert "unknown signal 'NOPE'" in text
 
 
 async def test_core_tools_change_the_sandbox(connect: Any, fake: FakeBackend) -> None:

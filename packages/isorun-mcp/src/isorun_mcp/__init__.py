@@ -22,6 +22,11 @@ from isorun_mcp._results import (
     ProcessList,
     Sandbox,
     SandboxList,
+    Shell,
+    ShellClosed,
+    ShellList,
+    ShellOutput,
+    ShellSignalled,
 )
 from isorun_mcp._server import Profile, build_server
 
@@ -38,5 +43,10 @@ __all__ = [
     "Profile",
     "Sandbox",
     "SandboxList",
+    "Shell",
+    "ShellClosed",
+    "ShellList",
+    "ShellOutput",
+    "ShellSignalled",
     "build_server",
 ]

@@ -2,7 +2,8 @@
 
 Sandbox listing and keep-alive, the process list, file stat/mkdir/remove/rename, and the saved
 states: fork, snapshots (save, list, delete; `sandbox_create(snapshot=...)` starts from one),
-hibernate and resume; and the sandbox's network (policy, secret names, packets refused). Public
+hibernate and resume; and the sandbox's network (policy, secret names, packets refused). The
+persistent shells' tools are in `isorun_mcp._shells`, registered with these. Public
 URLs join this profile when the API has them, so a host that picked "full" gets them without a
 configuration change.
 """

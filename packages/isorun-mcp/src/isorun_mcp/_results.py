@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from isorun import ExecResult, FileStat, NetworkInfo, ProcessInfo, SandboxInfo
+from isorun import Shell as ShellInfo
 from isorun import Snapshot as SnapshotInfo
 from pydantic import BaseModel
 
@@ -222,3 +223,69 @@ class Network(BaseModel):
             secrets=[f"{secret.name} -> {secret.upstream}" for secret in info.secrets],
             dropped_packets=None if info.drops is None else sum(info.drops.values()),
         )
+
+
+class Shell(BaseModel):
+    """A persistent shell: `shell_id` is what the other shell tools take."""
+
+    shell_id: str
+    pid: int
+    command: list[str]
+    cols: int
+    rows: int
+    running: bool
+    exit_code: int | None
+    signal: int | None
+    attached: int
+    started_at: datetime
+
+    @classmethod
+    def of(cls, info: ShellInfo) -> Shell:
+        return cls(
+            shell_id=info.id,
+            pid=info.pid,
+            command=info.command,
+            cols=info.cols,
+            rows=info.rows,
+            running=info.running,
+            exit_code=info.exit_code,
+            signal=info.signal,
+            attached=info.attached,
+            started_at=info.started_at,
+        )
+
+
+class ShellList(BaseModel):
+    """The shells of one sandbox."""
+
+    shells: list[Shell]
+
+
+class ShellOutput(BaseModel):
+    """What a shell's terminal printed since this server last read it, escape sequences and
+    all. `truncated`: a note in `output` says what was left out. Once `exited`, `exit_code` (or
+    `signal`, the one that killed it) says how the shell ended."""
+
+    shell_id: str
+    output: str
+    truncated: bool
+    exited: bool
+    exit_code: int | None
+    signal: int | None
+
+
+class ShellSignalled(BaseModel):
+    """The signal number sent, and to what: the job in front, or the shell's process group."""
+
+    shell_id: str
+    signal: int
+    target: str
+
+
+class ShellClosed(BaseModel):
+    """The shell was hung up; `exit_code`/`signal` once its end was seen (null otherwise)."""
+
+    shell_id: str
+    closed: bool
+    exit_code: int | None
+    signal: int | None

@@ -35,6 +35,8 @@ from isorun import (
 )
 from mcp.server.fastmcp.exceptions import ToolError
 
+from isorun_mcp._terminals import Terminals
+
 
 class Sandboxes:
     """The sandboxes one MCP session touches, through one client.
@@ -49,6 +51,8 @@ class Sandboxes:
         self.client = client
         self.secrets = tuple(secrets)
         self._handles: dict[str, AsyncSandbox] = {}
+        self.terminals = Terminals()
+        """The shells this session reads and types into (`isorun_mcp._shells`)."""
 
     def remember(self, sandbox: AsyncSandbox) -> None:
         self._handles[sandbox.id] = sandbox
@@ -76,7 +80,11 @@ class Sandboxes:
         self._handles.pop(sandbox_id, None)
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        """Detach from the shells (they keep running) and close the client."""
+        try:
+            await self.terminals.aclose()
+        finally:
+            await self.client.aclose()
 
 
 @contextmanager

@@ -5,14 +5,16 @@ profile "core"   sandbox_create · sandbox_exec · sandbox_read_file · sandbox_
                  sandbox_list_dir · sandbox_delete
 profile "full"   core + sandbox_list · sandbox_keep_alive · sandbox_processes · sandbox_stat
                  sandbox_mkdir · sandbox_remove · sandbox_rename · fork, snapshots, hibernate ·
-                 sandbox_network
+                 sandbox_network · shell_open · shell_write · shell_read · shell_signal
+                 shell_close · shell_list
 ```
 `sandbox_create` takes the egress policy (`profile`, `allow`, `deny`) from the model; secrets
 come only from the server's configuration (`secrets=`, `isorun-mcp --secret`) and go to every
 sandbox it creates, so no value passes through the model.
 The server's lifespan runs once per MCP session: it opens the session's `isorun.AsyncClient`
 (from `client_factory`, by default configured from ISORUN_API_URL / ISORUN_API_KEY) and closes
-it when the session ends. Sandboxes are not destroyed then: they expire on their `timeout_s`.
+it when the session ends. Sandboxes are not destroyed then: they expire on their `timeout_s`;
+nor are shells (`isorun_mcp._shells`): the session only detaches from them.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Literal
 from isorun import AsyncClient, Secret
 from mcp.server.fastmcp import FastMCP
 
-from isorun_mcp import _core, _full
+from isorun_mcp import _core, _full, _shells
 from isorun_mcp._sandboxes import Sandboxes
 
 Profile = Literal["core", "full"]
@@ -78,4 +80,5 @@ def build_server(
     _core.register(server)
     if profile == "full":
         _full.register(server)
+        _shells.register(server)
     return server
