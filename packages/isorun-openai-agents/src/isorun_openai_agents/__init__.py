@@ -9,7 +9,8 @@ config = RunConfig(sandbox=SandboxRunConfig(
     client=IsorunSandboxClient(), options=IsorunSandboxClientOptions(image="python")))
 result = await Runner.run(agent, "list the workspace", run_config=config)
 ```
-`_client` has the lifecycle, `_session` the mapping of SDK primitives to isorun calls.
+`_client` has the lifecycle, `_session` the mapping of SDK primitives to isorun calls, and
+`_pty` the shell tool's PTY sessions.
 """
 
 from isorun_openai_agents._client import IsorunSandboxClient

@@ -21,10 +21,10 @@ shell tool shows the code to the model); a command that ran out of time is `Exec
 (the shell tool reports "timed out" to the model); a failed API call is `ExecTransportError`.
 File errors are the SDK's `WorkspaceReadNotFoundError` / `WorkspaceArchive{Read,Write}Error`.
 
-Not supported, in the SDK's own terms: PTY sessions (`supports_pty()` stays False, so the
-`write_stdin` tool is not offered and `pty_exec_start` raises NotImplementedError) and exposed
-ports (`resolve_exposed_port` raises `ExposedPortUnavailableError`), since isorun has neither
-yet.
+PTY sessions, for the shell tool's `tty=true` and `write_stdin`, are in `_pty.PtyProcesses`.
+
+Not supported, in the SDK's own terms: exposed ports (`resolve_exposed_port` raises
+`ExposedPortUnavailableError`), since isorun has none yet.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from agents.sandbox.errors import (
     WorkspaceWriteTypeError,
 )
 from agents.sandbox.session.base_sandbox_session import BaseSandboxSession
+from agents.sandbox.session.pty_types import PtyExecUpdate
 from agents.sandbox.session.runtime_helpers import (
     RESOLVE_WORKSPACE_PATH_HELPER,
     RuntimeHelperScript,
@@ -57,14 +58,13 @@ from agents.sandbox.util.tar_utils import UnsafeTarMemberError, validate_tar_byt
 from agents.sandbox.workspace_paths import sandbox_path_str
 
 from isorun_openai_agents._options import IsorunSandboxClientOptions
+from isorun_openai_agents._pty import PtyProcesses, exit_status
 
 logger = logging.getLogger(__name__)
 
 # Archive work (tar of a whole workspace under software emulation) gets more time than a
 # tool's command, which the model bounds itself through `yield_time_ms`.
 ARCHIVE_TIMEOUT_S = 600.0
-# Exit status of a process killed by a signal, as a shell reports it.
-SIGNAL_EXIT_BASE = 128
 
 
 class IsorunSandboxSessionState(SandboxSessionState):
@@ -94,6 +94,7 @@ class IsorunSandboxSession(BaseSandboxSession):
     def __init__(self, *, state: IsorunSandboxSessionState, sandbox: isorun.AsyncSandbox) -> None:
         self.state = state
         self._sandbox = sandbox
+        self._pty = PtyProcesses(sandbox)
 
     @property
     def sandbox(self) -> isorun.AsyncSandbox:
@@ -140,11 +141,10 @@ class IsorunSandboxSession(BaseSandboxSession):
         # runs commands as a user itself, and guest images need not ship sudo.
         if len(argv) >= 4 and argv[:2] == ["sudo", "-u"] and argv[3] == "--":
             user, argv = argv[2], argv[4:]
-        cwd = self.state.manifest.root if self.state.workspace_root_ready else None
         try:
             result = await self._sandbox.exec(
                 argv,
-                cwd=cwd,
+                cwd=self._exec_cwd(),
                 user=user,
                 env=await self.state.manifest.environment.resolve(),
                 timeout_s=timeout,
@@ -155,11 +155,10 @@ class IsorunSandboxSession(BaseSandboxSession):
             raise ExecTimeoutError(
                 command=argv, timeout_s=timeout, context={"stdout": result.stdout}
             )
-        exit_code = result.exit_code
-        if exit_code is None:
-            exit_code = SIGNAL_EXIT_BASE + (result.signal or 0)
         return ExecResult(
-            stdout=result.stdout.encode(), stderr=result.stderr.encode(), exit_code=exit_code
+            stdout=result.stdout.encode(),
+            stderr=result.stderr.encode(),
+            exit_code=exit_status(result.exit_code, result.signal),
         )
 
     async def read(self, path: Path, *, user: str | User | None = None) -> io.IOBase:
@@ -241,7 +240,58 @@ class IsorunSandboxSession(BaseSandboxSession):
         finally:
             await self._remove_quietly(tar_path)
 
+    # --- PTY sessions ---
+
+    def supports_pty(self) -> bool:
+        return True
+
+    async def pty_exec_start(
+        self,
+        *command: str | Path,
+        timeout: float | None = None,  # noqa: ASYNC109 - the SDK's signature
+        shell: bool | list[str] = True,
+        user: str | User | None = None,
+        tty: bool = False,
+        yield_time_s: float | None = None,
+        max_output_tokens: int | None = None,
+    ) -> PtyExecUpdate:
+        """Start `command` and give what it wrote within the yield time; `timeout` bounds the
+        start only. A process still running keeps a session id for `pty_write_stdin`."""
+        # isorun runs a command as a user itself: no `sudo -u` prefix.
+        argv = [str(part) for part in self._prepare_exec_command(*command, shell=shell, user=None)]
+        return await self._pty.start(
+            argv,
+            tty=tty,
+            user=user.name if isinstance(user, User) else user,
+            cwd=self._exec_cwd(),
+            env=await self.state.manifest.environment.resolve(),
+            timeout_s=timeout,
+            yield_time_s=yield_time_s,
+            max_output_tokens=max_output_tokens,
+        )
+
+    async def pty_write_stdin(
+        self,
+        *,
+        session_id: int,
+        chars: str,
+        yield_time_s: float | None = None,
+        max_output_tokens: int | None = None,
+    ) -> PtyExecUpdate:
+        """Type `chars` into the session's terminal (empty: only poll) and give the output that
+        came within the yield time."""
+        return await self._pty.write(
+            session_id, chars, yield_time_s=yield_time_s, max_output_tokens=max_output_tokens
+        )
+
+    async def pty_terminate_all(self) -> None:
+        """Hang up every shell and kill every piped process this session started."""
+        await self._pty.terminate_all()
+
     # --- helpers ---
+
+    def _exec_cwd(self) -> str | None:
+        return self.state.manifest.root if self.state.workspace_root_ready else None
 
     async def _run_archive_command(self, command: str, *, path: Path, write: bool) -> None:
         result = await self._sandbox.exec(command, cwd="/", timeout_s=ARCHIVE_TIMEOUT_S)
