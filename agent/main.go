@@ -20,6 +20,7 @@ import (
 	"github.com/isorun/isorun/agent/internal/services/files"
 	"github.com/isorun/isorun/agent/internal/services/process"
 	"github.com/isorun/isorun/agent/internal/services/system"
+	"github.com/isorun/isorun/agent/internal/services/tunnel"
 	"github.com/isorun/isorun/agent/internal/version"
 )
 
@@ -61,6 +62,7 @@ func main() {
 
 	procs := process.New(logger)
 	fs := files.New(logger)
+	tun := tunnel.New(logger)
 	// Only the guest's init may change the machine's clock, hostname and machine-id; under
 	// --port the agent runs on someone's own machine, so identity is refused there.
 	var host system.Host
@@ -72,6 +74,7 @@ func main() {
 		system.New(procs.Running, host).Handlers(),
 		procs.Handlers(),
 		fs.Handlers(),
+		tun.Handlers(),
 	} {
 		for op, h := range svc {
 			handlers[op] = h
@@ -79,7 +82,7 @@ func main() {
 	}
 	// Every other op's DATA is dropped on arrival (channel.Inputs).
 	inputs := channel.Inputs{}
-	for _, svc := range []channel.Inputs{procs.Inputs(), fs.Inputs()} {
+	for _, svc := range []channel.Inputs{procs.Inputs(), fs.Inputs(), tun.Inputs()} {
 		for op, reads := range svc {
 			inputs[op] = reads
 		}

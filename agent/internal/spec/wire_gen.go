@@ -54,7 +54,8 @@ const (
 	CodeBusy             = "busy"
 	CodeDetached         = "detached"
 	CodeInternal         = "internal"
+	CodeRefused          = "refused"
 )
 
 // ErrorCodes lists every error code in spec order.
-var ErrorCodes = []string{CodeBadRequest, CodeNotFound, CodePermissionDenied, CodeExists, CodeNotADirectory, CodeIsADirectory, CodeNotEmpty, CodeSpawnFailed, CodeIoError, CodeFlowControl, CodeBusy, CodeDetached, CodeInternal}
+var ErrorCodes = []string{CodeBadRequest, CodeNotFound, CodePermissionDenied, CodeExists, CodeNotADirectory, CodeIsADirectory, CodeNotEmpty, CodeSpawnFailed, CodeIoError, CodeFlowControl, CodeBusy, CodeDetached, CodeInternal, CodeRefused}

@@ -62,6 +62,7 @@ from isorun_hostd.agent_channel import (
     Process,
     ShellAttachment,
     ShellRequest,
+    Tunnel,
 )
 from isorun_hostd.agent_channel.protocol import SHELL_SCROLLBACK_BYTES, ShellOpened
 from isorun_hostd.audit import AuditChain
@@ -313,6 +314,11 @@ class Sandbox:
         """Hang the shell up and forget it (protocol.md 5.6); audited as ``shell.close``."""
         await self.channel.close_shell(shell_id)
         self.audit.record(self.id, "shell.close", {"shell_id": shell_id})
+
+    async def connect_port(self, port: int) -> Tunnel:
+        """A TCP connection to ``port`` on the guest's loopback (protocol.md 5.7). Not audited
+        per connection: URL accounting happens where the URLs are served."""
+        return await self.channel.connect_port(port)
 
     async def exec_with_input(
         self, command: list[str] | str, data: bytes, **options: Unpack[ExecOptions]

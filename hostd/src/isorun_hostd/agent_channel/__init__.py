@@ -18,8 +18,10 @@ from isorun_hostd.agent_channel.protocol import (
     ShellEnd,
     ShellInfo,
     ShellRequest,
+    TunnelEnd,
 )
 from isorun_hostd.agent_channel.shells import ShellAttachment, ShellEvent
+from isorun_hostd.agent_channel.tunnel import Tunnel
 
 __all__ = [
     "AgentChannel",
@@ -41,4 +43,6 @@ __all__ = [
     "ShellEvent",
     "ShellInfo",
     "ShellRequest",
+    "Tunnel",
+    "TunnelEnd",
 ]

@@ -50,6 +50,7 @@ from isorun_hostd.agent_channel.protocol import (
     PROTOCOL_VERSION,
     ByteCount,
     Channel,
+    Connected,
     Empty,
     EntriesEvent,
     ErrorReply,
@@ -70,6 +71,7 @@ from isorun_hostd.agent_channel.protocol import (
     StatEvent,
 )
 from isorun_hostd.agent_channel.shells import ShellAttachment
+from isorun_hostd.agent_channel.tunnel import Tunnel
 
 log = logging.getLogger(__name__)
 
@@ -351,6 +353,19 @@ class AgentChannel:
     async def close_shell(self, shell_id: str) -> None:
         """Hang the shell up (SIGKILL after 2 s) and forget it; attached streams end."""
         await self.call("shell_close", Empty, id=shell_id)
+
+    async def connect_port(self, port: int, host: str = "127.0.0.1") -> Tunnel:
+        """Open a TCP connection to ``host:port`` inside the guest (protocol.md 5.7); ``host``
+        is the guest's loopback, ``127.0.0.1`` or ``::1``.
+
+        Raises:
+            AgentError: ``refused`` when nothing accepts the connection within 5 s;
+                ``bad_request`` for a port out of range or a host that is not loopback.
+            ChannelClosed, ProtocolViolation: the channel broke.
+        """
+        request = {"op": "connect", "port": port, "host": host}
+        stream, _ = await self._open_until(Connected, "connect", request)
+        return Tunnel(stream, port)
 
     async def read_file(
         self, path: str, *, offset: int = 0, length: int = -1

@@ -41,6 +41,7 @@ ERROR_CODES = (
     "busy",
     "detached",
     "internal",
+    "refused",
 )
 
 
@@ -339,3 +340,16 @@ class ShellInfo(_Guest):
 
 class ShellList(_Guest):
     shells: list[ShellInfo] = Field(max_length=MAX_SHELLS)
+
+
+class Connected(_Guest):
+    """protocol.md 5.7: the agent's dial to the guest port succeeded."""
+
+    event: Literal["connected"]
+
+
+class TunnelEnd(_Guest):
+    """protocol.md 5.7: both directions of a tunnel are done."""
+
+    bytes_in: int = Field(ge=0)
+    bytes_out: int = Field(ge=0)
