@@ -13,18 +13,18 @@ func (s *Service) attach(st *channel.Stream, req channel.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	sub := p.subscribe()
 	if err := st.Event(map[string]any{"event": "start", "pid": p.Pid}); err != nil {
+		p.detach(sub)
 		return nil, nil
 	}
-	return p.serve(st)
+	return p.serve(st, sub)
 }
 
-// serve attaches st to the process and delivers its output until the end REPLY
-// (protocol.md sections 5.2 and 5.3): the ring first, then live output, then EOF on channels
-// 1 and 2 once both pipes are closed and the process has been reaped.
-//
-// It returns nil, nil when the stream was dropped: the process is detached and keeps running.
-func (p *Process) serve(st *channel.Stream) (any, error) {
+// subscribe makes the caller's stream the attached one, kicking out any other. It comes
+// before the start event: a host that learns the pid from that event and attaches at once
+// must find this stream already attached, and take over from it, not be taken over by it.
+func (p *Process) subscribe() *subscription {
 	sub := &subscription{kicked: make(chan struct{})}
 	p.mu.Lock()
 	if p.sub != nil {
@@ -33,6 +33,15 @@ func (p *Process) serve(st *channel.Stream) (any, error) {
 	p.sub = sub
 	p.notifyLocked()
 	p.mu.Unlock()
+	return sub
+}
+
+// serve delivers the process's output to st, attached as sub, until the end REPLY
+// (protocol.md sections 5.2 and 5.3): the ring first, then live output, then EOF on channels
+// 1 and 2 once both pipes are closed and the process has been reaped.
+//
+// It returns nil, nil when the stream was dropped: the process is detached and keeps running.
+func (p *Process) serve(st *channel.Stream, sub *subscription) (any, error) {
 	defer p.detach(sub)
 
 	for {

@@ -92,7 +92,9 @@ func (s *Service) exec(st *channel.Stream, req channel.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	sub := p.subscribe()
 	if err := st.Event(map[string]any{"event": "start", "pid": p.Pid}); err != nil {
+		p.detach(sub)
 		p.closeStdin()
 		return nil, nil
 	}
@@ -100,7 +102,7 @@ func (s *Service) exec(st *channel.Stream, req channel.Request) (any, error) {
 		channel.Go(s.log, "exec stdin", func() { p.feedStdin(st) }, nil)
 	}
 	defer p.closeStdin()
-	return p.serve(st)
+	return p.serve(st, sub)
 }
 
 func (s *Service) parseExec(req channel.Request) (*execRequest, error) {
