@@ -154,7 +154,9 @@ async def test_a_shell_outlives_its_clients_and_a_reader_cannot_type(
             "rows": 30,
             "writer": True,
         }
-        await first.type("i=0; while :; do i=$((i+1)); echo tick-$i; sleep 0.2; done\n")
+        # The loop runs in its own sh, so Ctrl-C kills it for sure: bash's own loop loses a Ctrl-C
+        # that lands while it forks the next command.
+        await first.type("sh -c 'i=0; while :; do i=$((i+1)); echo tick-$i; sleep 0.2; done'\n")
         await first.until(r"tick-2\b")
     # Nobody attached: the loop goes on printing into the scrollback.
     await asyncio.sleep(2)

@@ -218,7 +218,9 @@ async def check_commands_loop_and_ctrl_c(shell: ShellTools) -> None:
     assert "echo $((6*7))" in out
 
     # A loop goes on after shell_write returns; each shell_read gives what is new.
-    loop = "for i in $(seq 1 100000); do echo tick$i; sleep 0.2; done\n"
+    # The loop runs in its own sh, so Ctrl-C kills it for sure: bash's own loop loses a Ctrl-C
+    # that lands while it forks the next command.
+    loop = "sh -c 'for i in $(seq 1 100000); do echo tick$i; sleep 0.2; done'\n"
     first = await shell.expect(r"tick3\r", await shell.write(loop, 500))
     last_seen = max(int(n) for n in re.findall(r"tick(\d+)\r", first))
     later = await shell.expect(r"tick\d+\r")

@@ -58,7 +58,9 @@ async def test_a_shell_outlives_its_client_and_replays_what_came_meanwhile(
     opened = await sandbox.open_shell(cols=100, rows=30)
     async with sandbox.attached_shell(opened.id, write=True) as first:
         assert first.writer and (first.cols, first.rows) == (100, 30)
-        await first.write(b"i=0; while :; do i=$((i+1)); echo tick-$i; sleep 0.2; done\n")
+        # The loop runs in its own sh, so Ctrl-C kills it for sure: bash's own loop loses a Ctrl-C
+        # that lands while it forks the next command.
+        await first.write(b"sh -c 'i=0; while :; do i=$((i+1)); echo tick-$i; sleep 0.2; done'\n")
         await read_until(first, r"tick-2\b")
     # Nobody attached: the loop keeps printing into the scrollback.
     await asyncio.sleep(2)
