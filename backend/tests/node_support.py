@@ -1,7 +1,7 @@
 """Remote hostd nodes for the backend's tests: ``isorun-hostd serve`` as subprocesses.
 
 Each node has its own state and run folders and its own token, on a loopback port, and no warm
-pool (the placement tests count capacity and QEMUs exactly). ``stop``
+pools (the placement tests count capacity and QEMUs exactly). ``stop``
 ends it by PID (SIGTERM, then SIGKILL); ``kill`` is the crash the restart tests need.
 """
 
@@ -46,8 +46,9 @@ class HostdNode:
             "ISORUN_RUN_DIR": str(self.run_dir),
             "ISORUN_NODE_TOKEN": self.token,
             "ISORUN_CAPACITY_VCPUS": str(self.vcpus),
-            # No warm pool: its waiting QEMUs hold capacity and would count as VMs here.
+            # No warm pools: their waiting QEMUs hold capacity and would count as VMs here.
             "ISORUN_TEMPLATE_POOL_SIZE": "0",
+            "ISORUN_RESTORE_POOL_SIZE": "0",
         }
         self.root.mkdir(parents=True, exist_ok=True)
         log = (self.root / "hostd.log").open("ab")

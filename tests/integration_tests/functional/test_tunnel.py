@@ -19,23 +19,11 @@ import pytest_asyncio
 from isorun_hostd.agent_channel import AgentError, Tunnel
 from isorun_hostd.sandboxes import Runtime, Sandbox
 
+from tests.framework.guest_servers import ECHO_SERVER
+
 pytestmark = [pytest.mark.vm, pytest.mark.asyncio(loop_scope="session")]
 
 WAIT_S = 30.0
-
-ECHO_SERVER = """
-import socket
-s = socket.socket()
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("127.0.0.1", 9000))
-s.listen()
-while True:
-    c, _ = s.accept()
-    while d := c.recv(65536):
-        c.sendall(d)
-    c.shutdown(socket.SHUT_WR)
-    c.close()
-"""
 
 
 @pytest_asyncio.fixture(loop_scope="session")

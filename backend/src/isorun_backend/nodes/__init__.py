@@ -8,7 +8,7 @@ place()         placement.py  room first, then image-cache affinity, then least 
 ```
 """
 
-from isorun_backend.nodes.base import Node, NodeProcess, NodeShell, NodeUnavailable
+from isorun_backend.nodes.base import Node, NodePort, NodeProcess, NodeShell, NodeUnavailable
 from isorun_backend.nodes.embedded import EMBEDDED, EmbeddedNode
 from isorun_backend.nodes.placement import place
 from isorun_backend.nodes.remote import RemoteNode
@@ -17,6 +17,7 @@ __all__ = [
     "EMBEDDED",
     "EmbeddedNode",
     "Node",
+    "NodePort",
     "NodeProcess",
     "NodeShell",
     "NodeUnavailable",

@@ -62,6 +62,22 @@ class NodeShell(TerminalStream, Protocol):
     async def detach(self) -> None: ...
 
 
+class NodePort(Protocol):
+    """A TCP connection to a port on a sandbox's loopback (spec/node.md "Ports").
+
+    ``read`` gives ``b""`` once the guest side has closed; ``write_eof`` half-closes ours;
+    ``aclose`` drops the connection (the guest socket is closed at once).
+    """
+
+    async def read(self) -> bytes: ...
+
+    async def write(self, data: bytes) -> None: ...
+
+    async def write_eof(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
 class Node(ABC):
     """One hostd. ``start`` before use, ``aclose`` at shutdown.
 
@@ -176,6 +192,16 @@ class Node(ABC):
     @abstractmethod
     async def close_shell(self, sandbox_id: str, shell_id: str) -> None:
         """Hang the shell up (SIGKILL after 2 s) and forget it."""
+
+    # -- ports (spec/node.md "Ports") -----------------------------------------------------------
+
+    @abstractmethod
+    async def connect_port(self, sandbox_id: str, port: int) -> NodePort:
+        """Connect to ``port`` on the sandbox's loopback (the public URLs' way in).
+
+        Raises:
+            AgentError: ``refused`` when nothing listens there.
+        """
 
     # -- saved states (spec/node.md "Snapshots") --------------------------------------------
 

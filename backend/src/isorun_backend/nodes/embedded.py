@@ -17,6 +17,7 @@ from isorun_hostd.agent_channel import (
     Output,
     Process,
     ShellAttachment,
+    Tunnel,
 )
 from isorun_hostd.agent_channel.protocol import Empty, ProcessList, ShellInfo, ShellOpened
 from isorun_hostd.api.models import (
@@ -33,7 +34,7 @@ from isorun_hostd.api.shell_socket import ChannelTerminal
 from isorun_hostd.net.spec import EgressPolicy, NetworkSpec
 from isorun_hostd.sandboxes import ExecOptions, Runtime, Sandbox
 
-from isorun_backend.nodes.base import Node, NodeProcess, NodeShell
+from isorun_backend.nodes.base import Node, NodePort, NodeProcess, NodeShell
 
 EMBEDDED = "embedded"
 
@@ -214,6 +215,9 @@ class EmbeddedNode(Node):
     async def audit_verify(self) -> NodeAuditReport:
         return NodeAuditReport.from_report(await asyncio.to_thread(self.runtime.audit.verify))
 
+    async def connect_port(self, sandbox_id: str, port: int) -> NodePort:
+        return _EmbeddedPort(await self._sandbox(sandbox_id).connect_port(port))
+
     def _sandbox(self, sandbox_id: str) -> Sandbox:
         sandbox = self.runtime.get(sandbox_id)
         if sandbox is None:
@@ -245,6 +249,23 @@ class _EmbeddedShell(ChannelTerminal):
 
     async def detach(self) -> None:
         await self._stack.aclose()
+
+
+class _EmbeddedPort:
+    def __init__(self, tunnel: Tunnel) -> None:
+        self._tunnel = tunnel
+
+    async def read(self) -> bytes:
+        return await self._tunnel.read()
+
+    async def write(self, data: bytes) -> None:
+        await self._tunnel.write(data)
+
+    async def write_eof(self) -> None:
+        await self._tunnel.write_eof()
+
+    async def aclose(self) -> None:
+        self._tunnel.close()
 
 
 def _public(sandbox: Sandbox) -> NodeSandbox:

@@ -1,11 +1,11 @@
 """A remote node: a hostd serving the node API (spec/node.md) over HTTP, with a node token.
 
 Contents stream both ways (a file read is handed on chunk by chunk, a write's body is sent as
-it arrives, exec events are parsed line by line, a shell's frames are taken from its WebSocket
-as the caller reads them); nothing is held whole. The node's problem bodies (and the close
-reasons of a refused shell attach) become the hostd errors they stand for (see nodes.base); a
-request that cannot reach the node is NodeUnavailable, and a stream that breaks midway is
-ChannelClosed.
+it arrives, exec events are parsed line by line, a shell's or a port's frames are taken from
+its WebSocket as the caller reads them); nothing is held whole. The node's problem bodies (and
+the close reasons of a refused shell attach or port connection) become the hostd errors they
+stand for (see nodes.base); a request that cannot reach the node is NodeUnavailable, and a
+stream that breaks midway is ChannelClosed.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from websockets.frames import Close
 
-from isorun_backend.nodes.base import Node, NodeProcess, NodeShell, NodeUnavailable
+from isorun_backend.nodes.base import Node, NodePort, NodeProcess, NodeShell, NodeUnavailable
 from isorun_backend.services.errors import InternalError
 
 API = "/node/v1"
@@ -83,6 +83,10 @@ API = "/node/v1"
 TIMEOUT = httpx.Timeout(30.0, connect=5.0)
 LONG = httpx.Timeout(None, connect=5.0)
 _CHANNELS = {"stdout": Channel.STDOUT, "stderr": Channel.STDERR}
+# A port connection's text frames (spec/node.md "Ports").
+_CONNECTED = {"event": "connected"}
+_EOF_EVENT = {"event": "eof"}
+_EOF_OP = json.dumps({"op": "eof"})
 
 
 class RemoteNode(Node):
@@ -246,19 +250,7 @@ class RemoteNode(Node):
     ) -> NodeShell:
         query = httpx.QueryParams(write=write, scrollback=scrollback)
         url = f"{self._ws_url}/sandboxes/{sandbox_id}/shells/{shell_id}/attach?{query}"
-        try:
-            socket = await connect(
-                url, additional_headers=self._headers, open_timeout=TIMEOUT.connect, proxy=None
-            )
-        except (OSError, TimeoutError, InvalidHandshake) as exc:
-            raise NodeUnavailable(self.name, f"unreachable: {exc!r}") from exc
-        try:
-            first = await socket.recv()
-        except ConnectionClosed as exc:
-            raise self._refusal(exc.rcvd) from exc
-        except BaseException:
-            await socket.close()
-            raise
+        socket, first = await self._open_socket(url)
         try:
             start = parse_event(first) if isinstance(first, str) else None
         except ValueError:
@@ -268,18 +260,47 @@ class RemoteNode(Node):
             raise ChannelClosed(f"node {self.name}: the shell's socket began with {first[:80]!r}")
         return _RemoteShell(self.name, socket, start)
 
+    async def _open_socket(self, url: str) -> tuple[ClientConnection, str | bytes]:
+        """A node WebSocket and its first message. Raises: what a refusal stands for."""
+        try:
+            socket = await connect(
+                url, additional_headers=self._headers, open_timeout=TIMEOUT.connect, proxy=None
+            )
+        except (OSError, TimeoutError, InvalidHandshake) as exc:
+            raise NodeUnavailable(self.name, f"unreachable: {exc!r}") from exc
+        try:
+            return socket, await socket.recv()
+        except ConnectionClosed as exc:
+            raise self._refusal(exc.rcvd) from exc
+        except BaseException:
+            await socket.close()
+            raise
+
     def _refusal(self, close: Close | None) -> Exception:
-        """The error for a shell's socket closed before its start."""
+        """The error for a node's socket closed before its first frame."""
         if close is None or not CLOSE_PROBLEM_BASE <= close.code < CLOSE_PROBLEM_BASE + 1000:
-            return ChannelClosed(f"node {self.name}: the shell's socket closed: {close}")
+            return ChannelClosed(f"node {self.name}: the socket closed: {close}")
         if close.code == CLOSE_PROBLEM_BASE + 401:
             return NodeUnavailable(self.name, "refused this backend's node token")
         try:
-            # The reason holds what fits of the NodeProblem: its code, agent_code and detail.
+            # The reason holds what fits of the NodeProblem: its code, agent_code (a port's: op
+            # too) and detail.
             body = NodeProblem.model_validate({"error": "", **json.loads(close.reason)})
         except (ValueError, TypeError):
-            return InternalError(f"node {self.name} refused the attach: {close}")
+            return InternalError(f"node {self.name} refused the socket: {close}")
         return self._problem(body)
+
+    async def connect_port(self, sandbox_id: str, port: int) -> NodePort:
+        url = f"{self._ws_url}/sandboxes/{sandbox_id}/ports/{port}/connect"
+        socket, first = await self._open_socket(url)
+        try:
+            connected = isinstance(first, str) and json.loads(first) == _CONNECTED
+        except ValueError:
+            connected = False
+        if not connected:
+            await socket.close()
+            raise ChannelClosed(f"node {self.name}: the port's socket began with {first[:80]!r}")
+        return _RemotePort(self.name, socket)
 
     async def resize_shell(self, sandbox_id: str, shell_id: str, cols: int, rows: int) -> None:
         body = NodeShellResize(cols=cols, rows=rows).model_dump()
@@ -491,6 +512,47 @@ class _RemoteShell:
             await self._socket.send(message)
         except ConnectionClosed as exc:
             raise ChannelClosed(f"node {self._node}: the shell's socket broke: {exc}") from exc
+
+
+class _RemotePort:
+    """A guest connection carried by the node's port WebSocket (spec/node.md "Ports")."""
+
+    def __init__(self, node: str, socket: ClientConnection) -> None:
+        self._node = node
+        self._socket = socket
+        self._eof = False
+
+    async def read(self) -> bytes:
+        try:
+            while not self._eof:
+                message = await self._socket.recv()
+                if isinstance(message, bytes):
+                    # An empty message would read as the end here; it carries nothing anyway.
+                    if message:
+                        return message
+                elif json.loads(message) == _EOF_EVENT:
+                    self._eof = True
+                else:
+                    raise ValueError(f"not an eof frame: {message[:80]!r}")
+        except (ConnectionClosed, ValueError) as exc:
+            raise ChannelClosed(f"node {self._node}: the port's socket broke: {exc}") from exc
+        return b""
+
+    async def write(self, data: bytes) -> None:
+        await self._send(data)
+
+    async def write_eof(self) -> None:
+        await self._send(_EOF_OP)
+
+    async def aclose(self) -> None:
+        # The node drops the guest connection when the socket closes.
+        await self._socket.close()
+
+    async def _send(self, message: bytes | str) -> None:
+        try:
+            await self._socket.send(message)
+        except ConnectionClosed as exc:
+            raise ChannelClosed(f"node {self._node}: the port's socket broke: {exc}") from exc
 
 
 def _channel_closed(node: str, body: NodeProblem) -> Exception:

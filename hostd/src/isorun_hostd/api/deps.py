@@ -5,8 +5,9 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, WebSocket
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from starlette.requests import HTTPConnection
 
 from isorun_hostd.api.errors import Unauthorized, UnknownSandbox
@@ -48,3 +49,14 @@ def get_sandbox(sandbox_id: str, runtime: RuntimeDep) -> Sandbox:
 
 
 SandboxDep = Annotated[Sandbox, Depends(get_sandbox)]
+
+
+def websocket_sandbox(websocket: WebSocket, sandbox_id: str) -> Sandbox:
+    """get_sandbox for a WebSocket, whose node token the HTTP bearer dependency cannot read.
+
+    Raises: Unauthorized, UnknownSandbox.
+    """
+    scheme, token = get_authorization_scheme_param(websocket.headers.get("Authorization"))
+    check_token(websocket, token if scheme.lower() == "bearer" else "")
+    runtime: Runtime = websocket.app.state.runtime
+    return get_sandbox(sandbox_id, runtime)

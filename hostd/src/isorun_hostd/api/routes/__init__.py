@@ -9,6 +9,7 @@ from isorun_hostd.api.routes import (
     files,
     network,
     node,
+    ports,
     processes,
     sandboxes,
     shells,
@@ -20,5 +21,7 @@ _guarded = APIRouter(dependencies=[Depends(require_token)])
 for module in (node, sandboxes, snapshots, network, exec, processes, shells, files, audit):
     _guarded.include_router(module.router)
 router.include_router(_guarded)
-# A WebSocket is no Request for the HTTP token check, so the attach checks the token itself.
+# A WebSocket is no Request for the HTTP token check, so the attach and the port connection
+# check the token themselves.
 router.include_router(shells.attach_router)
+router.include_router(ports.router)

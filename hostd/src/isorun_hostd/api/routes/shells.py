@@ -11,16 +11,14 @@ from __future__ import annotations
 import contextlib
 
 from fastapi import APIRouter, Response, WebSocket, status
-from fastapi.security.utils import get_authorization_scheme_param
 
 from isorun_hostd.agent_channel import ChannelError
 from isorun_hostd.agent_channel.protocol import ShellList, ShellOpened
-from isorun_hostd.api.deps import SandboxDep, check_token
-from isorun_hostd.api.errors import HANDLED, UnknownSandbox, problem
+from isorun_hostd.api.deps import SandboxDep, websocket_sandbox
+from isorun_hostd.api.errors import HANDLED, problem
 from isorun_hostd.api.models import NodeShellCreate, NodeShellResize, NodeShellSignal
 from isorun_hostd.api.shell_frames import CLOSE_BROKEN, CLOSE_PROBLEM_BASE, close_reason
 from isorun_hostd.api.shell_socket import ChannelTerminal, close, relay
-from isorun_hostd.sandboxes import Runtime
 
 router = APIRouter(prefix="/sandboxes/{sandbox_id}/shells", tags=["shells"])
 attach_router = APIRouter(prefix="/sandboxes/{sandbox_id}/shells", tags=["shells"])
@@ -85,12 +83,7 @@ async def attach(
     await websocket.accept()
     async with contextlib.AsyncExitStack() as stack:
         try:
-            scheme, token = get_authorization_scheme_param(websocket.headers.get("Authorization"))
-            check_token(websocket, token if scheme.lower() == "bearer" else "")
-            runtime: Runtime = websocket.app.state.runtime
-            sandbox = runtime.get(sandbox_id)
-            if sandbox is None:
-                raise UnknownSandbox(sandbox_id)
+            sandbox = websocket_sandbox(websocket, sandbox_id)
             attachment = await stack.enter_async_context(
                 sandbox.attached_shell(shell_id, write=write, scrollback=scrollback)
             )
