@@ -15,6 +15,8 @@ APT_PACKAGES=(
   nftables iproute2
   postgresql                      # the backend tests run against PostgreSQL as well as SQLite
   ca-certificates curl git
+  chromium                        # the public URL test renders a sandbox page headless
+  libnss-myhostname               # *.localhost resolves to loopback (RFC 6761) for URL clients
 )
 GO_MIN_MINOR=22
 GO_TOOLCHAIN_MODULE=v0.0.1-go1.22.12.linux-amd64

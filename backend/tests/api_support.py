@@ -10,7 +10,7 @@ import httpx
 import pytest
 from isorun_backend.core.config import BackendSettings
 
-from tests.framework.registry import Registry
+from tests.framework.registry import Registry, free_port
 
 PROBLEM = "application/problem+json"
 PYTHON_IMAGE = "python:3.11-bookworm"
@@ -35,7 +35,8 @@ def make_settings(
             "busybox": registry.ref(BUSYBOX_IMAGE),
         },
         reaper_interval_s=0.2,
-        **overrides,
+        # Every test app serves URLs, on a port of its own (TCP and UDP).
+        **{"url_listen": f"127.0.0.1:{free_port()}", **overrides},
     )
 
 
@@ -53,3 +54,15 @@ def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str
     assert body["type"] == f"https://isorun.dev/problems/{code}"
     assert body["request_id"] == response.headers["x-request-id"]
     return body
+
+
+async def sh(client: httpx.AsyncClient, key: str, sandbox_id: str, command: str) -> str:
+    """Run ``command`` (/bin/sh -c) in the sandbox; it must exit 0; its stdout."""
+    response = await client.post(
+        f"/v1/sandboxes/{sandbox_id}/exec", json={"command": command}, headers=auth(key)
+    )
+    assert response.status_code == 200, response.text
+    result = response.json()
+    assert result["exit_code"] == 0, result
+    out: str = result["stdout"]
+    return out

@@ -97,6 +97,7 @@ async def test_openapi_is_served_and_every_route_has_a_tag_name_operation_id(
         ("post", "/v1/sandboxes/{sandbox_id}/shells/{shell_id}/resize"): "shells-resize",
         ("post", "/v1/sandboxes/{sandbox_id}/shells/{shell_id}/signal"): "shells-signal",
         ("delete", "/v1/sandboxes/{sandbox_id}/shells/{shell_id}"): "shells-close",
+        ("post", "/v1/sandboxes/{sandbox_id}/urls"): "urls-create",
         ("get", "/v1/sandboxes/{sandbox_id}/files/content"): "files-read",
         ("put", "/v1/sandboxes/{sandbox_id}/files/content"): "files-write",
         ("get", "/v1/sandboxes/{sandbox_id}/files"): "files-list",

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import pytest_asyncio
-from api_support import BOTH_ENGINES, NewDatabase, assert_problem, auth, make_settings
+from api_support import BOTH_ENGINES, NewDatabase, assert_problem, auth, make_settings, sh
 from isorun_backend.core.config import BackendSettings
 from isorun_backend.main import create_app
 from isorun_backend.models import QuotaReservation
@@ -37,17 +37,6 @@ pytestmark = [pytest.mark.vm, pytest.mark.asyncio(loop_scope="session"), BOTH_EN
 CREATE = {"image": "python", "memory_mib": 256, "labels": {"team": "ml"}}
 # A background loop that appends a line every 0.2 s: proof that a process survived.
 HEARTBEAT = "nohup sh -c 'while :; do echo beat >> /tmp/beats; sleep 0.2; done' >/dev/null 2>&1 &"
-
-
-async def sh(client: httpx.AsyncClient, key: str, sandbox_id: str, command: str) -> str:
-    response = await client.post(
-        f"/v1/sandboxes/{sandbox_id}/exec", json={"command": command}, headers=auth(key)
-    )
-    assert response.status_code == 200, response.text
-    result = response.json()
-    assert result["exit_code"] == 0, result
-    out: str = result["stdout"]
-    return out
 
 
 async def still_beating(client: httpx.AsyncClient, key: str, sandbox_id: str) -> bool:

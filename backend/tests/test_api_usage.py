@@ -67,12 +67,12 @@ async def metered(
 
 async def test_the_default_price_is_four_cents_an_hour_for_one_vcpu_and_one_gib() -> None:
     meter = Meter(BackendSettings())
-    one = meter.totals(1, 1024, 3600).public()
-    assert (one.vcpu_seconds, one.gib_seconds, one.cost_usd) == (3600, 3600, 0.04)
+    one = meter.totals(1, 1024, 3600).rounded()
+    assert one == {"vcpu_seconds": 3600, "gib_seconds": 3600, "cost_usd": 0.04}
     # 2 vCPU-hours at $0.02 and half a GiB-hour at $0.02.
-    assert meter.totals(2, 512, 3600).public().cost_usd == 0.05
+    assert meter.totals(2, 512, 3600).rounded()["cost_usd"] == 0.05
     priced = Meter(BackendSettings(price_vcpu_hour_usd=0.036, price_gib_hour_usd=0.0))
-    assert priced.totals(1, 4096, 100).public().cost_usd == 0.001
+    assert priced.totals(1, 4096, 100).rounded()["cost_usd"] == 0.001
 
 
 async def test_a_window_clips_each_sandbox_and_sums_the_tenant(
@@ -154,7 +154,15 @@ async def test_the_usage_route_answers_the_tenants_report(
     response = await client.get("/v1/usage", headers=auth(key))
     assert response.status_code == 200, response.text
     body = response.json()
-    assert set(body) == {"since", "until", "vcpu_seconds", "gib_seconds", "cost_usd", "data"}
+    assert set(body) == {
+        "since",
+        "until",
+        "vcpu_seconds",
+        "gib_seconds",
+        "cost_usd",
+        "url_requests",
+        "data",
+    }
     params = {"since": "2025-12-01T12:00:00Z", "until": "2025-12-01T11:00:00Z"}
     response = await client.get("/v1/usage", params=params, headers=auth(key))
     assert_problem(response, 400, "invalid_request")

@@ -1,7 +1,8 @@
 """The backend application: ``create_app(settings)`` wires the API to the services.
 
 ```
-lifespan   Services.open(settings): DB migrations, embedded hostd, TTL reaper ... all closed
+lifespan   Services.open(settings): DB migrations, embedded hostd, TTL reaper ... all closed;
+           the URL edge (edge/) on its own port when ISORUN_URL_LISTEN is set
 app        RequestIdMiddleware ─► routes (/v1/...) ─► services;  api.errors: every error answer
 docs       /v1/openapi.json, operationIds "{tag}-{name}" (the SDK's method names)
 ```
@@ -21,6 +22,7 @@ from isorun_backend.api import errors
 from isorun_backend.api.middleware import RequestIdMiddleware
 from isorun_backend.api.routes import router
 from isorun_backend.core.config import BackendSettings
+from isorun_backend.edge.server import edge_serving
 from isorun_backend.services import Services
 from isorun_backend.services.health import VERSION
 
@@ -36,7 +38,11 @@ def create_app(settings: BackendSettings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with Services.open(settings) as services:
             app.state.services = services
-            yield
+            if settings.url_listen is None:
+                yield
+                return
+            async with edge_serving(services, settings):
+                yield
 
     app = FastAPI(
         title="isorun",

@@ -142,6 +142,8 @@ class SandboxRow(Base):
     # Its NetworkSpec as JSON, secret values in clear (services.network): what a resume, a fork
     # or a restore of its snapshots gives the node again. Null: no egress at all.
     network: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # Requests its public URLs let in (edge.app), counted for the bill.
+    url_requests: Mapped[int] = mapped_column(default=0, server_default="0")
 
 
 class HibernationSpan(Base):
@@ -391,6 +393,9 @@ class SandboxUsage(BaseModel):
     vcpu_seconds: float
     gib_seconds: float
     cost_usd: float
+    url_requests: int = Field(
+        default=0, description="requests its public URLs let in, over the sandbox's whole life"
+    )
 
 
 class SandboxPublic(BaseModel):
@@ -573,6 +578,29 @@ class ShellSignal(_Request):
     target: Literal["foreground", "shell"] = Field(
         default="foreground", description="foreground: the job in front, as a key would"
     )
+
+
+class UrlCreate(_Request):
+    """spec/api.md "URLs": POST /v1/sandboxes/{id}/urls."""
+
+    port: int = Field(ge=1, le=65535, description="the port in the guest, on its loopback")
+    expires_in_s: int = Field(default=3600, ge=1, description="at most ISORUN_URL_MAX_TTL_S")
+    public: bool = Field(
+        default=True,
+        description="true: the URL alone lets a request in; false: requests also need an "
+        "API key of the tenant in X-Isorun-Key",
+    )
+
+
+class UrlPublic(BaseModel):
+    """spec/api.md "URLs": a signed URL to a port of a sandbox."""
+
+    url: str = Field(description="the origin with the token in its query: open it as it is")
+    origin: str = Field(description="https://{port}-{sandbox}.{domain}[:port], no token")
+    token: str = Field(description="for X-Isorun-Token, when the URL's query cannot carry it")
+    port: int
+    public: bool
+    expires_at: dt.datetime
 
 
 class FileStatPublic(BaseModel):

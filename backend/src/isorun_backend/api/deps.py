@@ -20,6 +20,7 @@ from isorun_backend.services.processes import ProcessService
 from isorun_backend.services.sandboxes import SandboxService
 from isorun_backend.services.shells import ShellService
 from isorun_backend.services.snapshots import SnapshotService
+from isorun_backend.services.urls import UrlService
 from isorun_backend.services.usage import UsageService
 
 # auto_error off: a missing header must be our 401 problem, not FastAPI's 403.
@@ -92,6 +93,10 @@ def _audit(services: ServicesDep) -> AuditService:
     return services.audit
 
 
+def _urls(services: ServicesDep) -> UrlService:
+    return services.urls
+
+
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 HealthDep = Annotated[HealthService, Depends(_health)]
 SandboxesDep = Annotated[SandboxService, Depends(_sandboxes)]
@@ -102,3 +107,4 @@ ShellsDep = Annotated[ShellService, Depends(_shells)]
 FilesDep = Annotated[FileService, Depends(_files)]
 UsageDep = Annotated[UsageService, Depends(_usage)]
 AuditDep = Annotated[AuditService, Depends(_audit)]
+UrlsDep = Annotated[UrlService, Depends(_urls)]

@@ -76,6 +76,62 @@ class BackendSettings(BaseSettings):
     price_vcpu_hour_usd: float = Field(default=0.02, ge=0, description="USD per vCPU-hour")
     price_gib_hour_usd: float = Field(default=0.02, ge=0, description="USD per GiB-hour of memory")
 
+    # Public URLs (edge/): https://{port}-{sandbox}.{url_domain}[:url_public_port]/...
+    url_listen: str | None = Field(
+        default=None,
+        description="host:port the URL edge serves on: TLS over TCP (HTTP/1.1, HTTP/2) and "
+        "QUIC over UDP (HTTP/3); unset: this backend gives no public URLs",
+    )
+    url_domain: str = Field(
+        # A wildcard certificate needs a name of two labels: *.localhost would match nothing.
+        default="isorun.localhost",
+        pattern=r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*$",
+        description="URLs are {port}-{sandbox}.{url_domain}; *.localhost needs no DNS, any "
+        "other domain a wildcard record to the edge",
+    )
+    url_public_port: int | None = Field(
+        default=None, ge=1, le=65535, description="the port in URLs; default: url_listen's"
+    )
+    url_cert_file: Path | None = Field(
+        default=None,
+        description="PEM certificate (chain) for *.{url_domain}; default: a self-signed one "
+        "made in <data_dir>/edge",
+    )
+    url_key_file: Path | None = Field(default=None, description="its PEM private key")
+    url_secret: SecretStr | None = Field(
+        default=None,
+        description="HMAC key that signs URL tokens (at least 32 bytes); default: one made "
+        "once in <data_dir>/edge/url-secret. Changing it voids every URL given",
+    )
+    url_max_ttl_s: int = Field(
+        default=7 * 24 * 3600, ge=60, description="the longest a URL may stay valid"
+    )
+
+    @field_validator("url_listen")
+    @classmethod
+    def _listen_is_host_port(cls, listen: str | None) -> str | None:
+        if listen is None:
+            return None
+        host, _, port = listen.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{listen!r}: give host:port, e.g. 127.0.0.1:8443")
+        return listen
+
+    @model_validator(mode="after")
+    def _cert_and_key_together(self) -> BackendSettings:
+        if (self.url_cert_file is None) != (self.url_key_file is None):
+            raise ValueError("set both ISORUN_URL_CERT_FILE and ISORUN_URL_KEY_FILE, or neither")
+        if self.url_secret is not None and len(self.url_secret.get_secret_value()) < 32:
+            raise ValueError("ISORUN_URL_SECRET needs at least 32 characters")
+        return self
+
+    @property
+    def url_port(self) -> int | None:
+        """The port in URLs: url_public_port, else url_listen's; None without an edge."""
+        if self.url_listen is None:
+            return None
+        return self.url_public_port or int(self.url_listen.rpartition(":")[2])
+
     @field_validator("image_aliases")
     @classmethod
     def _aliases_are_pinned(cls, aliases: dict[str, str]) -> dict[str, str]:

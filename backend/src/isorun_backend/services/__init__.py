@@ -34,6 +34,7 @@ from isorun_backend.services.processes import ProcessService
 from isorun_backend.services.sandboxes import SandboxService
 from isorun_backend.services.shells import ShellService
 from isorun_backend.services.snapshots import SnapshotService
+from isorun_backend.services.urls import UrlService
 from isorun_backend.services.usage import Meter, UsageService
 from isorun_backend.storage import Database
 
@@ -56,6 +57,7 @@ class Services:
     files: FileService
     usage: UsageService
     audit: AuditService
+    urls: UrlService
 
     @classmethod
     @asynccontextmanager
@@ -93,6 +95,7 @@ class Services:
                     files=FileService(sandboxes),
                     usage=UsageService(db, Meter(settings)),
                     audit=AuditService(db, nodes),
+                    urls=UrlService(settings, db, sandboxes),
                 )
             finally:
                 await sandboxes.aclose()

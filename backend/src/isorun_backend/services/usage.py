@@ -58,9 +58,6 @@ class Totals:
             self.cost_usd + other.cost_usd,
         )
 
-    def public(self) -> SandboxUsage:
-        return SandboxUsage(**self.rounded())
-
     def rounded(self) -> dict[str, float]:
         return {
             "vcpu_seconds": round(self.vcpu_seconds, 3),
@@ -101,7 +98,8 @@ class Meter:
         if row.hibernated_at is not None:
             paused += max((end - row.hibernated_at).total_seconds(), 0.0)
         seconds = max((end - start).total_seconds() - paused, 0.0)
-        return self.totals(row.vcpus, row.memory_mib, seconds).public()
+        totals = self.totals(row.vcpus, row.memory_mib, seconds)
+        return SandboxUsage(**totals.rounded(), url_requests=row.url_requests)
 
     def between(
         self,
@@ -163,12 +161,14 @@ class UsageService:
                     spans.setdefault(span.sandbox_id, []).append(span)
         lines: list[UsageLine] = []
         total = Totals()
+        url_requests = 0
         for row in rows:
             start, end = self._meter.span(row, since, until)
             if end <= start:
                 continue
             usage = self._meter.between(row, start, end, spans.get(row.id, []))
             total += usage
+            url_requests += row.url_requests
             lines.append(
                 UsageLine(
                     sandbox_id=row.id,
@@ -176,7 +176,10 @@ class UsageService:
                     memory_mib=row.memory_mib,
                     start=start,
                     end=end,
+                    url_requests=row.url_requests,
                     **usage.rounded(),
                 )
             )
-        return UsageReport(since=since, until=until, data=lines, **total.rounded())
+        return UsageReport(
+            since=since, until=until, data=lines, url_requests=url_requests, **total.rounded()
+        )

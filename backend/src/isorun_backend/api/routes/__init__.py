@@ -11,9 +11,10 @@ from isorun_backend.api.routes import (
     sandboxes,
     shells,
     snapshots,
+    urls,
     usage,
 )
 
 router = APIRouter(prefix="/v1")
-for module in (health, sandboxes, snapshots, exec, processes, shells, files, usage, audit):
+for module in (health, sandboxes, snapshots, exec, processes, shells, urls, files, usage, audit):
     router.include_router(module.router)
