@@ -97,7 +97,8 @@ def isorun_up(data_dir: Path) -> Iterator[tuple[str, str]]:
     out = data_dir / "up.out"
     env = {**os.environ, "ISORUN_HOSTD_RUN_DIR": str(data_dir / "run")}
     argv = [sys.executable, "-m", "isorun.cli", "up", "--local-images"]
-    argv += ["--port", str(free_port()), "--data-dir", str(data_dir)]
+    argv += ["--port", str(free_port()), "--urls", f"127.0.0.1:{free_port()}"]
+    argv += ["--data-dir", str(data_dir)]
     with open(out, "wb") as stdout:
         process = subprocess.Popen(argv, stdout=stdout, env=env)
     try:

@@ -9,7 +9,9 @@ cd "$(dirname "$0")/.."
 READY_TIMEOUT_S=${ISORUN_RUN_READY_TIMEOUT_S:-600}  # a first run builds the python image
 data_dir=$(mktemp -d /tmp/isorun-run-XXXXXX)
 log="$data_dir/up.log"
-port=$(uv run python -c 'from isorun_backend.local_images.registry import free_port; print(free_port())')
+free_port() { uv run python -c 'from isorun_backend.local_images.registry import free_port; print(free_port())'; }
+port=$(free_port)
+url_port=$(free_port)
 up_pid=""
 
 finish() {
@@ -29,7 +31,7 @@ trap finish EXIT
 
 echo "make run: isorun up --local-images on 127.0.0.1:$port (data in $data_dir)" >&2
 # Started from the venv rather than through `uv run`, so that SIGTERM reaches isorun itself.
-ISORUN_HOSTD_RUN_DIR="$data_dir/run" .venv/bin/isorun up --local-images --port "$port" \
+ISORUN_HOSTD_RUN_DIR="$data_dir/run" .venv/bin/isorun up --local-images --port "$port" --urls "127.0.0.1:$url_port" \
   --data-dir "$data_dir" >"$data_dir/up.env" 2>"$log" &
 up_pid=$!
 

@@ -36,6 +36,8 @@ class Up:
     url: str
     key: str
     stderr: Path
+    # The public URL edge's port (https://PORT-SANDBOX.isorun.localhost:{edge_port}).
+    edge_port: int
 
     def env(self, key: str | None = None) -> dict[str, str]:
         return {**os.environ, "ISORUN_API_URL": self.url, "ISORUN_API_KEY": key or self.key}
@@ -67,13 +69,24 @@ def start_up(
     """`isorun up --local-images [args]` on ``data_dir``; ``key`` for a data dir that has one
     already (only the first start of a data dir prints a key); ``env`` adds settings (the
     embedded hostd's ``ISORUN_*`` too)."""
-    port = free_port()
+    port, edge_port = free_port(), free_port()
     stdout, stderr = data_dir / "up.out", data_dir / "up.err"
     ready = "ISORUN_API_URL=" if key else "ISORUN_API_KEY="
     env = {**os.environ, **(env or {}), "ISORUN_HOSTD_RUN_DIR": str(data_dir / "run")}
     with open(stdout, "wb") as out, open(stderr, "wb") as err:
         process = subprocess.Popen(
-            [*CLI, "up", "--local-images", "--port", str(port), "--data-dir", str(data_dir), *args],
+            [
+                *CLI,
+                "up",
+                "--local-images",
+                "--port",
+                str(port),
+                "--urls",
+                f"127.0.0.1:{edge_port}",
+                "--data-dir",
+                str(data_dir),
+                *args,
+            ],
             stdout=out,
             stderr=err,
             env=env,
@@ -86,7 +99,12 @@ def start_up(
             time.sleep(0.2)
         printed = dict(line.split("=", 1) for line in stdout.read_text().splitlines())
         yield Up(
-            process, data_dir, printed["ISORUN_API_URL"], key or printed["ISORUN_API_KEY"], stderr
+            process,
+            data_dir,
+            printed["ISORUN_API_URL"],
+            key or printed["ISORUN_API_KEY"],
+            stderr,
+            edge_port,
         )
     finally:
         if process.poll() is None:

@@ -21,6 +21,7 @@ CORE = {
 }
 FULL_EXTRA = {
     "sandbox_list",
+    "sandbox_url",
     "sandbox_keep_alive",
     "sandbox_processes",
     "sandbox_stat",

@@ -10,6 +10,7 @@ async with AsyncSandbox.create("python") as sb:     POST on enter, DELETE on exi
 sb = await AsyncSandbox.connect(id)                 GET: attach to an existing sandbox
 sb = await AsyncSandbox.from_snapshot(snap_id)      POST {"snapshot"}: continue from a snapshot
 clones = await sb.fork(2)                           clones sharing sb's client
+url = await sb.url(8000)                            a signed https URL to a server on port 8000
 ```
 
 Method names follow httpx's AsyncClient: the coroutines keep the sync names (`await sb.exec`,
@@ -39,7 +40,7 @@ from isorun._base import (
 from isorun._client import AsyncClient
 from isorun._errors import IsorunError, SandboxNotFound, UsageError
 from isorun._files import AsyncFiles
-from isorun._models import ExecEvent, ExecResult, ProcessInfo, SandboxInfo, Snapshot
+from isorun._models import ExecEvent, ExecResult, ProcessInfo, SandboxInfo, SandboxUrl, Snapshot
 from isorun._ndjson import ExecCollector, ExecStreamDecoder, OutputCallback
 from isorun._network import AsyncNetwork
 from isorun._pending import Pending
@@ -319,6 +320,12 @@ class AsyncSandbox:
         """Save this running sandbox; arguments and errors as `Sandbox.snapshot`."""
         answer = await self._client.send(_routes.create_snapshot(self.id, keep=keep, name=name))
         return parse_model(Snapshot, answer)
+
+    async def url(self, port: int, *, expires_in: int = 3600, public: bool = True) -> SandboxUrl:
+        """A signed https URL to a server on `port` in this sandbox; arguments and errors as
+        `Sandbox.url`."""
+        req = _routes.create_url(self.id, port, expires_in_s=expires_in, public=public)
+        return parse_model(SandboxUrl, await self._client.send(req))
 
     async def hibernate(self) -> SandboxInfo:
         """Save the sandbox to disk and stop its VM; errors as `Sandbox.hibernate`."""

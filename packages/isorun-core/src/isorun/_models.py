@@ -108,6 +108,35 @@ class NetworkInfo(_Wire):
     drops: dict[str, int] | None = None
 
 
+class SandboxUrl(_Wire):
+    """A signed URL to a port of a sandbox, served by the API's edge (spec/api.md "URLs").
+
+    The server in the sandbox listens on that port (on its loopback is enough); requests to
+    the URL reach it over TLS, and a hibernated sandbox is resumed by the first of them.
+    `str(url)` is `url`.
+
+    Attributes:
+        url: `origin` with the token in its query (`?isorun_token=...`): open it as it is;
+            the edge turns the token into a cookie, so links within the site keep working.
+        origin: `https://{port}-{sandbox_id}.{domain}[:port]`, without the token.
+        token: The token alone, for clients that send it as the `X-Isorun-Token` header.
+        port: The port in the sandbox.
+        public: True: the URL alone lets a request in. False: each request also needs an API
+            key of the tenant in `X-Isorun-Key`.
+        expires_at: When the token stops working.
+    """
+
+    url: str
+    origin: str
+    token: str
+    port: int
+    public: bool
+    expires_at: datetime
+
+    def __str__(self) -> str:
+        return self.url
+
+
 class ExecResult(_Wire):
     """The outcome of one command (spec/api.md "Exec", buffered answer).
 

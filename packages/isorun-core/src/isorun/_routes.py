@@ -199,6 +199,19 @@ def update_network(
     )
 
 
+def create_url(sandbox_id: str, port: int, *, expires_in_s: int, public: bool) -> ApiRequest:
+    """`POST /v1/sandboxes/{id}/urls` (repeatable: a URL is signed, not stored, so a repeat
+    only signs another one as good)."""
+    return ApiRequest(
+        "POST",
+        _sandbox_path(sandbox_id, "/urls"),
+        "create url",
+        idempotent=True,
+        json={"port": port, "expires_in_s": expires_in_s, "public": public},
+        sandbox_id=sandbox_id,
+    )
+
+
 def create_snapshot(sandbox_id: str, *, keep: bool, name: str | None) -> ApiRequest:
     """`POST /v1/sandboxes/{id}/snapshots` (not retried: each one saves a snapshot)."""
     body: dict[str, object] = {"keep": keep}

@@ -8,6 +8,7 @@ Sandbox("python")          POST /v1/sandboxes   eager: the VM exists when the ca
 Sandbox.connect(id)        GET: a handle on an existing sandbox (destroy() still deletes it)
 Sandbox.from_snapshot(id)  POST {"snapshot"}: a new sandbox continuing from a snapshot
 sb.network.get / update    GET / PATCH its egress policy (secrets: names only, never values)
+sb.url(port)               POST .../urls: a signed https URL to a server listening on port
 sb.shells.create / attach  persistent shells on a terminal, attached over a WebSocket
 sb.fork(n) / snapshot()    clones (handles sharing this one's client) / a saved state
 sb.hibernate() / resume()  to disk and back; an exec on a hibernated sandbox resumes it
@@ -43,7 +44,7 @@ from isorun._base import (
 from isorun._client import AsyncClient, Client
 from isorun._errors import IsorunError, SandboxNotFound, UsageError
 from isorun._files import Files
-from isorun._models import ExecEvent, ExecResult, ProcessInfo, SandboxInfo, Snapshot
+from isorun._models import ExecEvent, ExecResult, ProcessInfo, SandboxInfo, SandboxUrl, Snapshot
 from isorun._ndjson import ExecCollector, ExecStreamDecoder, OutputCallback
 from isorun._network import Network
 from isorun._shells import Shells
@@ -448,6 +449,32 @@ class Sandbox:
         """
         answer = self._client.send(_routes.create_snapshot(self.id, keep=keep, name=name))
         return parse_model(Snapshot, answer)
+
+    def url(self, port: int, *, expires_in: int = 3600, public: bool = True) -> SandboxUrl:
+        """A signed https URL that reaches a server listening on `port` in this sandbox.
+
+        The server may listen on the guest's loopback (`--bind 127.0.0.1`); the API's edge
+        carries each request to it. Nothing is opened or stored by this call: the URL is
+        signed, and it works while the sandbox exists, until `expires_at`. A hibernated
+        sandbox is resumed by the first request to it.
+
+        Args:
+            port: The port in the sandbox, 1..65535.
+            expires_in: Seconds the URL works for (at most 7 days unless the server says
+                otherwise).
+            public: True: the URL alone lets requests in. False: each request also needs an
+                API key of this sandbox's tenant in the `X-Isorun-Key` header.
+
+        Returns:
+            The URL (`str()` of it is `url`, ready to open) with its token and expiry.
+
+        Raises:
+            SandboxNotFound: The sandbox is gone.
+            Conflict: The API serves no URLs (`isorun up --urls off`, or no edge configured).
+            InvalidRequest: `port` or `expires_in` is out of range.
+        """
+        req = _routes.create_url(self.id, port, expires_in_s=expires_in, public=public)
+        return parse_model(SandboxUrl, self._client.send(req))
 
     def hibernate(self) -> SandboxInfo:
         """Save the sandbox to disk and stop its VM: no usage, no quota until `resume`.

@@ -16,6 +16,8 @@ isorun ls | rm ID                    list / delete the key's sandboxes
 isorun fork ID [-n N]                clone a running sandbox; prints the clones' ids
 isorun snapshot create ID [--keep] [--name N] | ls [--sandbox ID] | rm SNAP
 isorun hibernate ID | resume ID      to disk and back; prints the sandbox's state
+isorun url ID PORT [--expires-in S] [--private] [--json]   a signed https URL to a server
+                                     listening on PORT in the sandbox (its loopback will do)
 isorun usage [--since T] [--until T] the key's tenant's metered vCPU/GiB seconds and cost
 isorun audit show ID [--json]        a sandbox's audit entries (also once it is deleted)
 isorun audit verify                  every node's audit chain; exit 1 naming the first bad entry
@@ -56,6 +58,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
+import pydantic
 
 from isorun import _cli_network, _cli_shell
 from isorun._async_sandbox import AsyncSandbox
@@ -73,6 +76,7 @@ EXIT_TIMEOUT = 124
 EXIT_ISORUN_FAILED = 125
 LOCAL_IMAGES_ENV = "ISORUN_LOCAL_IMAGES"
 DEFAULT_PORT = 8080
+DEFAULT_URL_LISTEN = "127.0.0.1:8443"
 SPINNER_INTERVAL_S = 0.1
 HEALTH_TIMEOUT_S = 5.0
 T = TypeVar("T")
@@ -111,6 +115,13 @@ def _parser() -> argparse.ArgumentParser:
         help="the resolver the sandboxes' DNS proxy asks (default: the host's, from "
         "/etc/resolv.conf; same as $ISORUN_DNS_UPSTREAM)",
     )
+    up.add_argument(
+        "--urls",
+        metavar="HOST:PORT|off",
+        default=os.environ.get("ISORUN_URL_LISTEN", DEFAULT_URL_LISTEN),
+        help="where the sandboxes' public URLs are served (TLS, HTTP/3 on UDP); off: none "
+        f"(default: $ISORUN_URL_LISTEN or {DEFAULT_URL_LISTEN})",
+    )
     up.set_defaults(handler=_up)
 
     keys = commands.add_parser("keys", help="API keys, straight from the database")
@@ -138,6 +149,7 @@ def _parser() -> argparse.ArgumentParser:
     usage.add_argument("--since", help="RFC 3339 time with a zone (default: the beginning)")
     usage.add_argument("--until", help="RFC 3339 time with a zone (default: now)")
     usage.set_defaults(handler=_usage)
+    _url_command(commands)
     _audit_commands(commands)
     _cli_network.add_commands(commands)
     _cli_shell.add_commands(commands)
@@ -198,6 +210,25 @@ def _saved_state_commands(commands: Any) -> None:
         command = commands.add_parser(name, help=what)
         command.add_argument("sandbox_id")
         command.set_defaults(handler=handler)
+
+
+def _url_command(commands: Any) -> None:
+    """url ID PORT [--expires-in S] [--private] [--json]."""
+    url = commands.add_parser(
+        "url", help="print a signed https URL to a server listening on a port of a sandbox"
+    )
+    url.add_argument("sandbox_id")
+    url.add_argument("port", type=int, help="the port the server listens on in the sandbox")
+    url.add_argument(
+        "--expires-in", type=int, default=3600, metavar="SECONDS", help="default: 3600"
+    )
+    url.add_argument(
+        "--private",
+        action="store_true",
+        help="requests also need an API key of the tenant in the X-Isorun-Key header",
+    )
+    url.add_argument("--json", action="store_true", help="url, origin, token, expires_at, ...")
+    url.set_defaults(handler=_url)
 
 
 def _audit_commands(commands: Any) -> None:
@@ -274,8 +305,8 @@ def _up(args: argparse.Namespace) -> int:
         os.environ["ISORUN_DNS_UPSTREAM"] = args.dns_upstream
     try:
         with contextlib.ExitStack() as stack:
-            overrides: dict[str, Any] = {}
-            settings = _backend_settings(args.data_dir)
+            overrides: dict[str, Any] = {"url_listen": None if args.urls == "off" else args.urls}
+            settings = _backend_settings(args.data_dir, **overrides)
             if args.local_images:
                 from isorun_backend.local_images import serve_local_images  # noqa: PLC0415
 
@@ -292,6 +323,9 @@ def _up(args: argparse.Namespace) -> int:
         return 0
     except (RuntimeError, httpx.HTTPError) as exc:
         return _fail(f"local images: {exc}")
+    except pydantic.ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        return _fail(f"settings: {problems}")
 
 
 async def _first_key(settings: BackendSettings) -> str | None:
@@ -323,6 +357,11 @@ async def _serve(settings: BackendSettings, host: str, port: int, prepull: bool)
     if key is not None:
         print(f"{API_KEY_ENV}={key}", flush=True)
         _log("a first API key was created (above); it is stored hashed and not shown again")
+    if settings.url_listen is not None:
+        _log(
+            f"public URLs on https://PORT-SANDBOX.{settings.url_domain}:{settings.url_port} "
+            f"(listening on {settings.url_listen})"
+        )
     _log(f"ready on {url} (data in {settings.data_dir}); Ctrl-C or SIGTERM stops")
     pulls = asyncio.create_task(_prepull(app, settings.image_aliases)) if prepull else None
     try:
@@ -631,6 +670,21 @@ def _resume(args: argparse.Namespace) -> int:
         return 0
 
     return asyncio.run(resume())
+
+
+def _url(args: argparse.Namespace) -> int:
+    async def sign() -> int:
+        sandbox = await AsyncSandbox.connect(args.sandbox_id)
+        try:
+            url = await sandbox.url(args.port, expires_in=args.expires_in, public=not args.private)
+        finally:
+            await sandbox.aclose()
+        print(url.model_dump_json() if args.json else url)
+        if not (url.public or args.json):
+            _log("private: each request needs an API key of the tenant in X-Isorun-Key")
+        return 0
+
+    return asyncio.run(sign())
 
 
 def _usage(args: argparse.Namespace) -> int:

@@ -22,10 +22,11 @@ sandbox resumes it), exec (buffered and NDJSON-streamed) answered from scripted 
 process list of past execs, a filesystem per sandbox in a dict, an audit log of those calls
 (its MACs are unkeyed digests; `break_audit` makes verify report a bad entry), and each
 sandbox's network (kept as sent, `network_of(id)`; GET shows it without secret values, PATCH
-changes it, forks and restores keep it; an unknown profile is refused as the API does), with the
-error codes the spec names. What it does not: run anything (an unscripted command exits 127
-saying so), enforce quotas, resources or the network policy, expire sandboxes, or keep file
-modes (stat says 0o644).
+changes it, forks and restores keep it; an unknown profile is refused as the API does), public
+URLs (well-formed, with a token nothing checks), with the error codes the spec names. What it
+does not: run anything (an unscripted command exits 127 saying so), serve the URLs it gives out,
+enforce quotas, resources or the network policy, expire sandboxes, or keep file modes (stat
+says 0o644).
 `fail_next` makes the next request answer with an error, to test retries and error handling.
 """
 
@@ -54,6 +55,9 @@ _AUDIT_ROUTE = re.compile(r"/v1/sandboxes/(?P<id>[^/]+)/audit")
 _SAVES = {"/fork", "/snapshots"}
 # The API's built-in egress profiles (docs/network.md).
 PROFILES = ("claude-code", "data-science", "locked-down", "openai", "unrestricted", "web-dev")
+# Public URLs: the fake signs nothing and serves nothing, it only answers as the API would.
+URL_DOMAIN = "isorun.localhost"
+URL_MAX_TTL_S = 7 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -227,6 +231,7 @@ class FakeBackend(httpx.MockTransport):
             ("POST", "/resume"): self._resume,
             ("GET", "/network"): lambda sb, _: httpx.Response(200, json=_network_public(sb)),
             ("PATCH", "/network"): self._update_network,
+            ("POST", "/urls"): self._url,
             ("POST", "/exec"): self._exec,
             ("GET", "/processes"): lambda sb, _: _page(sb.processes),
             ("GET", "/files/content"): self._read,
@@ -431,6 +436,30 @@ class FakeBackend(httpx.MockTransport):
         _check_profile(body)
         sandbox.network = {**(sandbox.network or {}), **body}
         return httpx.Response(200, json=_network_public(sandbox))
+
+    # --- urls ---
+
+    def _url(self, sandbox: _FakeSandbox, request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content or b"{}")
+        port, expires_in_s = body.get("port"), body.get("expires_in_s", 3600)
+        if not isinstance(port, int) or not 1 <= port <= 65535:
+            raise _Problem(422, "invalid_request", "port: must be 1..65535")
+        if not isinstance(expires_in_s, int) or not 1 <= expires_in_s <= URL_MAX_TTL_S:
+            raise _Problem(422, "invalid_request", f"expires_in_s: must be 1..{URL_MAX_TTL_S}")
+        token = f"fake-{uuid.uuid4().hex}"
+        origin = f"https://{port}-{sandbox.info['id']}.{URL_DOMAIN}"
+        expires_at = datetime.now(UTC) + timedelta(seconds=expires_in_s)
+        return httpx.Response(
+            201,
+            json={
+                "url": f"{origin}/?isorun_token={token}",
+                "origin": origin,
+                "token": token,
+                "port": port,
+                "public": body.get("public", True),
+                "expires_at": expires_at.isoformat(),
+            },
+        )
 
     # --- audit ---
 

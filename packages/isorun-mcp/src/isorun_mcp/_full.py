@@ -2,10 +2,9 @@
 
 Sandbox listing and keep-alive, the process list, file stat/mkdir/remove/rename, and the saved
 states: fork, snapshots (save, list, delete; `sandbox_create(snapshot=...)` starts from one),
-hibernate and resume; and the sandbox's network (policy, secret names, packets refused). The
-persistent shells' tools are in `isorun_mcp._shells`, registered with these. Public
-URLs join this profile when the API has them, so a host that picked "full" gets them without a
-configuration change.
+hibernate and resume; the sandbox's network (policy, secret names, packets refused); and public
+URLs to a port of a sandbox (`sandbox_url`), for a server the model started there. The
+persistent shells' tools are in `isorun_mcp._shells`, registered with these.
 """
 
 from typing import Annotated
@@ -26,6 +25,7 @@ from isorun_mcp._results import (
     SandboxList,
     SnapshotDeleted,
     SnapshotList,
+    Url,
 )
 from isorun_mcp._results import Sandbox as SandboxResult
 from isorun_mcp._results import Snapshot as SnapshotResult
@@ -174,6 +174,35 @@ async def sandbox_network(ctx: SessionContext, sandbox_id: SandboxId) -> Network
         return Network.of(sandbox_id, await sandbox.network.get())
 
 
+async def sandbox_url(
+    ctx: SessionContext,
+    sandbox_id: SandboxId,
+    port: Annotated[
+        int,
+        Field(ge=1, le=65535, description="The port the server listens on in the sandbox."),
+    ],
+    expires_in_s: Annotated[
+        int, Field(ge=1, description="Seconds the URL works for (at most 7 days).")
+    ] = 3600,
+    public: Annotated[
+        bool,
+        Field(
+            description="true: anyone with the URL gets in. false: each request also needs an "
+            "isorun API key of this account in the X-Isorun-Key header."
+        ),
+    ] = True,
+) -> Url:
+    """Get an https URL for a server you started in the sandbox on PORT, reachable from outside
+    the sandbox: to show a web app to a person, take a webhook, or let another program or agent
+    call an API you run. Start the server first, in the background (sandbox_exec "nohup
+    python3 -m http.server 8000 >/dev/null 2>&1 &", or in a shell_open shell); listening on
+    127.0.0.1 is enough. Give out `url` as it is: it carries its token. While nothing listens
+    on the port, requests get 502; a hibernated sandbox is woken by the first request."""
+    async with sandboxes(ctx).use(sandbox_id) as sandbox:
+        signed = await sandbox.url(port, expires_in=expires_in_s, public=public)
+    return Url.of(sandbox_id, signed)
+
+
 def register(server: FastMCP[Sandboxes]) -> None:
     """Add the full profile's extra tools to `server` (after the core ones)."""
     server.tool(annotations=ToolAnnotations(readOnlyHint=True))(sandbox_list)
@@ -190,3 +219,6 @@ def register(server: FastMCP[Sandboxes]) -> None:
     server.tool(annotations=ToolAnnotations(idempotentHint=True))(sandbox_hibernate)
     server.tool(annotations=ToolAnnotations(idempotentHint=True))(sandbox_resume)
     server.tool(annotations=ToolAnnotations(readOnlyHint=True))(sandbox_network)
+    server.tool(annotations=ToolAnnotations(destructiveHint=False, idempotentHint=True))(
+        sandbox_url
+    )

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from isorun import ExecResult, FileStat, NetworkInfo, ProcessInfo, SandboxInfo
+from isorun import ExecResult, FileStat, NetworkInfo, ProcessInfo, SandboxInfo, SandboxUrl
 from isorun import Shell as ShellInfo
 from isorun import Snapshot as SnapshotInfo
 from pydantic import BaseModel
@@ -222,6 +222,32 @@ class Network(BaseModel):
             deny=info.deny,
             secrets=[f"{secret.name} -> {secret.upstream}" for secret in info.secrets],
             dropped_packets=None if info.drops is None else sum(info.drops.values()),
+        )
+
+
+class Url(BaseModel):
+    """A signed https URL to a port of a sandbox: `url` opens as it is (a browser, curl, a
+    fetch); `origin` plus the `X-Isorun-Token: token` header works where the query cannot carry
+    the token. A private URL's requests also need `X-Isorun-Key` (an API key)."""
+
+    sandbox_id: str
+    url: str
+    origin: str
+    token: str
+    port: int
+    public: bool
+    expires_at: datetime
+
+    @classmethod
+    def of(cls, sandbox_id: str, url: SandboxUrl) -> Url:
+        return cls(
+            sandbox_id=sandbox_id,
+            url=url.url,
+            origin=url.origin,
+            token=url.token,
+            port=url.port,
+            public=url.public,
+            expires_at=url.expires_at,
         )
 
 

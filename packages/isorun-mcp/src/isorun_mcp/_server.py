@@ -5,8 +5,8 @@ profile "core"   sandbox_create · sandbox_exec · sandbox_read_file · sandbox_
                  sandbox_list_dir · sandbox_delete
 profile "full"   core + sandbox_list · sandbox_keep_alive · sandbox_processes · sandbox_stat
                  sandbox_mkdir · sandbox_remove · sandbox_rename · fork, snapshots, hibernate ·
-                 sandbox_network · shell_open · shell_write · shell_read · shell_signal
-                 shell_close · shell_list
+                 sandbox_network · sandbox_url · shell_open · shell_write · shell_read
+                 shell_signal · shell_close · shell_list
 ```
 `sandbox_create` takes the egress policy (`profile`, `allow`, `deny`) from the model; secrets
 come only from the server's configuration (`secrets=`, `isorun-mcp --secret`) and go to every

@@ -102,6 +102,7 @@ class IsorunSandboxClient(BaseSandboxClient[IsorunSandboxClientOptions]):
             snapshot=resolve_snapshot(snapshot, str(session_id)),
             sandbox_id=sandbox.id,
             options=options,
+            exposed_ports=options.exposed_ports,
         )
         inner = IsorunSandboxSession(state=state, sandbox=sandbox)
         return self._wrap_session(inner, instrumentation=self._instrumentation)

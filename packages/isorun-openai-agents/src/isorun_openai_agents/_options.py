@@ -30,6 +30,9 @@ class IsorunSandboxClientOptions(BaseSandboxClientOptions):
         profile: The egress profile the lists adjust ("openai", "claude-code", ...; default
             "locked-down", nothing).
         labels: Labels on the sandbox, for `isorun ls` and listing filters.
+        exposed_ports: Ports in the VM that `session.resolve_exposed_port(port)` gives an
+            https endpoint to (an isorun public URL, its token in the endpoint's `query`).
+            Any port can be served; the SDK resolves only the ones listed here.
     """
 
     type: Literal["isorun"] = "isorun"
@@ -42,3 +45,4 @@ class IsorunSandboxClientOptions(BaseSandboxClientOptions):
     deny: tuple[str, ...] | None = None
     profile: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
+    exposed_ports: tuple[int, ...] = ()

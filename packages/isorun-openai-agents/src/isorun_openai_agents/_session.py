@@ -13,6 +13,7 @@ read / write                  ──▶   files.read / files.write   (paths conf
 persist_workspace             ──▶   tar -cf /tmp/… in the guest, files.read, rm
 hydrate_workspace             ──▶   files.write /tmp/….tar, tar -xf, rm
 running                       ──▶   refresh().state == "running"
+resolve_exposed_port(port)    ──▶   url(port): the edge's host and port, TLS, the token as query
 shutdown → _shutdown_backend  ──▶   destroy()
 ```
 
@@ -23,8 +24,9 @@ File errors are the SDK's `WorkspaceReadNotFoundError` / `WorkspaceArchive{Read,
 
 PTY sessions, for the shell tool's `tty=true` and `write_stdin`, are in `_pty.PtyProcesses`.
 
-Not supported, in the SDK's own terms: exposed ports (`resolve_exposed_port` raises
-`ExposedPortUnavailableError`), since isorun has none yet.
+Exposed ports (`IsorunSandboxClientOptions.exposed_ports`) are isorun's public URLs: each
+`resolve_exposed_port` signs a fresh one (`EXPOSED_PORT_URL_TTL_S`), and a failed signing (an
+API that serves no URLs, a gone VM) is `ExposedPortUnavailableError`.
 """
 
 from __future__ import annotations
@@ -34,11 +36,13 @@ import logging
 import shlex
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 import isorun
 from agents.sandbox.errors import (
     ExecTimeoutError,
     ExecTransportError,
+    ExposedPortUnavailableError,
     WorkspaceArchiveReadError,
     WorkspaceArchiveWriteError,
     WorkspaceReadNotFoundError,
@@ -53,7 +57,7 @@ from agents.sandbox.session.runtime_helpers import (
 )
 from agents.sandbox.session.sandbox_session_state import SandboxSessionState
 from agents.sandbox.session.tar_workspace import shell_tar_exclude_args
-from agents.sandbox.types import ExecResult, User
+from agents.sandbox.types import ExecResult, ExposedPortEndpoint, User
 from agents.sandbox.util.tar_utils import UnsafeTarMemberError, validate_tar_bytes
 from agents.sandbox.workspace_paths import sandbox_path_str
 
@@ -65,6 +69,9 @@ logger = logging.getLogger(__name__)
 # Archive work (tar of a whole workspace under software emulation) gets more time than a
 # tool's command, which the model bounds itself through `yield_time_ms`.
 ARCHIVE_TIMEOUT_S = 600.0
+# A URL outlives the resolve call only as long as the caller keeps it; it resolves again for a
+# fresh one, so an hour covers a browser session or a test without leaving tokens good for days.
+EXPOSED_PORT_URL_TTL_S = 3600
 
 
 class IsorunSandboxSessionState(SandboxSessionState):
@@ -239,6 +246,40 @@ class IsorunSandboxSession(BaseSandboxSession):
             raise WorkspaceArchiveWriteError(path=root, cause=e, retryable=e.retryable) from e
         finally:
             await self._remove_quietly(tar_path)
+
+    # --- exposed ports ---
+
+    async def _resolve_exposed_port(self, port: int) -> ExposedPortEndpoint:
+        try:
+            # Public: the endpoint can carry a query but no header, so a private URL's
+            # X-Isorun-Key would have nowhere to go; the signed token alone guards the port.
+            url = await self._sandbox.url(port, expires_in=EXPOSED_PORT_URL_TTL_S, public=True)
+        except isorun.IsorunError as e:
+            raise ExposedPortUnavailableError(
+                port=port,
+                exposed_ports=self.state.exposed_ports,
+                reason="backend_unavailable",
+                context={"backend": "isorun", "sandbox_id": self.state.sandbox_id},
+                cause=e,
+                retryable=e.retryable,
+            ) from e
+        parts = urlsplit(url.url)
+        if parts.hostname is None:
+            raise ExposedPortUnavailableError(
+                port=port,
+                exposed_ports=self.state.exposed_ports,
+                reason="backend_unavailable",
+                context={"backend": "isorun", "detail": "url_parse_failed", "url": url.origin},
+            )
+        tls = parts.scheme == "https"
+        return ExposedPortEndpoint(
+            host=parts.hostname,
+            port=parts.port or (443 if tls else 80),
+            tls=tls,
+            # `isorun_token=...`: the edge takes it from the query and answers with a cookie,
+            # so `url_for("http")` opens as it is and the site's own links keep working.
+            query=parts.query,
+        )
 
     # --- PTY sessions ---
 
