@@ -37,6 +37,7 @@ from isorun_backend.core.config import BackendSettings
 from isorun_backend.edge.certs import self_signed
 from isorun_backend.edge.server import edge_serving
 from isorun_backend.services import Services
+from isorun_backend.services.urls import FLUSH_S
 
 from tests.framework.registry import free_port
 
@@ -244,11 +245,20 @@ async def test_refused_urls_say_why(
     assert too_long.status_code == 400, too_long.text
 
 
+async def counted(client: httpx.AsyncClient, key: str, sandbox_id: str) -> dict[str, Any]:
+    """The sandbox once the URL requests counted so far are written (batches, every FLUSH_S)."""
+    await asyncio.sleep(FLUSH_S * 1.5)
+    sandbox: dict[str, Any] = (
+        await client.get(f"/v1/sandboxes/{sandbox_id}", headers=auth(key))
+    ).json()
+    return sandbox
+
+
 async def test_a_url_wakes_a_hibernated_sandbox_and_requests_are_counted(
     client: httpx.AsyncClient, key: str, site: str, tls: ssl.SSLContext
 ) -> None:
     url = await make_url(client, key, site)
-    before = (await client.get(f"/v1/sandboxes/{site}", headers=auth(key))).json()
+    before = await counted(client, key, site)
     hibernated = await client.post(f"/v1/sandboxes/{site}/hibernate", headers=auth(key))
     assert hibernated.status_code == 200, hibernated.text
     async with edge_client(tls) as edge:
@@ -257,7 +267,9 @@ async def test_a_url_wakes_a_hibernated_sandbox_and_requests_are_counted(
         )
         assert woken.status_code == 200 and woken.json() == {"answer": 42}
         await edge.get(f"{url['origin']}/data.json", headers={"X-Isorun-Token": url["token"]})
-    after = (await client.get(f"/v1/sandboxes/{site}", headers=auth(key))).json()
+        # Refused requests are not counted.
+        assert (await edge.get(f"{url['origin']}/data.json")).status_code == 401
+    after = await counted(client, key, site)
     assert after["state"] == "running"
     assert after["usage"]["url_requests"] == before["usage"]["url_requests"] + 2
     report = (await client.get("/v1/usage", headers=auth(key))).json()

@@ -141,7 +141,7 @@ class EdgeApp:
             raise Refusal(410, "Sandbox stopped", exc.detail) from exc
         except ServiceError as exc:
             raise Refusal(503, "Sandbox unavailable", exc.detail) from exc
-        await self._services.urls.count(grant.sandbox_id)
+        self._services.urls.count(grant.sandbox_id)
         try:
             return await running.node.connect_port(grant.sandbox_id, grant.port)
         except AgentError as exc:

@@ -82,6 +82,7 @@ class Services:
             )
             sandboxes = SandboxService(settings, db, nodes)
             await sandboxes.start()
+            urls = UrlService(settings, db, sandboxes)
             try:
                 yield cls(
                     db=db,
@@ -95,9 +96,10 @@ class Services:
                     files=FileService(sandboxes),
                     usage=UsageService(db, Meter(settings)),
                     audit=AuditService(db, nodes),
-                    urls=UrlService(settings, db, sandboxes),
+                    urls=urls,
                 )
             finally:
+                await urls.aclose()
                 await sandboxes.aclose()
         finally:
             await db.aclose()
