@@ -68,9 +68,8 @@ async def edge_serving(services: Services, settings: BackendSettings) -> AsyncIt
         yield
     finally:
         stopping.set()
-        try:
-            await serving
-        finally:
-            # hypercorn closes the TCP listeners it made from these, not the QUIC socket.
-            for sock in sockets.quic_sockets:
-                sock.close()
+        # hypercorn leaves its QUIC transport open and registered with the loop. Its socket is
+        # not closed here: closing a descriptor behind a registered transport leaves it in the
+        # selector's map, and the next socket given that number is never polled. So one UDP
+        # socket stays open per edge start, until the process ends.
+        await serving
